@@ -1,0 +1,316 @@
+"""Protobuf messages <-> crit-style dicts, raw and pretty.
+
+The JSON shape is CRIU crit's (lib/pycriu/images/pb2dict.py): present fields in
+field-number order, enums by name, bytes as base64 with a newline every 76
+characters, and in pretty mode the ``(criu)`` options: hex, flag names, dev_t
+as "major:minor", IP addresses, value labels.  One deliberate difference:
+task_state labels follow CRIU's C code (3 = Stopped, 6 = Zombie); crit 4.2
+swaps them.
+
+Converters are compiled once per (message type, mode) into closures, so the
+per-entry cost is a ListFields() walk and one call per field.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import os
+import quopri
+import socket
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from .errors import EncodeError
+from .pb import opts_pb2
+
+FD = FieldDescriptor
+_INT_TYPES = frozenset({
+    FD.TYPE_FIXED64, FD.TYPE_FIXED32, FD.TYPE_SFIXED64, FD.TYPE_SFIXED32, FD.TYPE_INT64,
+    FD.TYPE_UINT64, FD.TYPE_SINT64, FD.TYPE_INT32, FD.TYPE_UINT32, FD.TYPE_SINT32,
+})
+
+FLAG_TABLES: dict[str, list[tuple[str, int]]] = {
+    "mmap.prot": [("PROT_READ", 0x1), ("PROT_WRITE", 0x2), ("PROT_EXEC", 0x4)],
+    "mmap.flags": [("MAP_SHARED", 0x1), ("MAP_PRIVATE", 0x2), ("MAP_DROPPABLE", 0x08),
+                   ("MAP_ANON", 0x20), ("MAP_GROWSDOWN", 0x0100)],
+    "mmap.status": [
+        ("VMA_AREA_NONE", 0), ("VMA_AREA_REGULAR", 1 << 0), ("VMA_AREA_STACK", 1 << 1),
+        ("VMA_AREA_VSYSCALL", 1 << 2), ("VMA_AREA_VDSO", 1 << 3), ("VMA_AREA_HEAP", 1 << 5),
+        ("VMA_FILE_PRIVATE", 1 << 6), ("VMA_FILE_SHARED", 1 << 7),
+        ("VMA_ANON_SHARED", 1 << 8), ("VMA_ANON_PRIVATE", 1 << 9),
+        ("VMA_AREA_SYSVIPC", 1 << 10), ("VMA_AREA_SOCKET", 1 << 11),
+        ("VMA_AREA_VVAR", 1 << 12), ("VMA_AREA_AIORING", 1 << 13),
+        ("VMA_AREA_MEMFD", 1 << 14), ("VMA_AREA_SHSTK", 1 << 15),
+        ("VMA_AREA_UPROBES", 1 << 17), ("VMA_UNSUPP", 1 << 31),
+    ],
+    "rfile.flags": [
+        ("O_WRONLY", 0o1), ("O_RDWR", 0o2), ("O_CREAT", 0o100), ("O_EXCL", 0o200),
+        ("O_NOCTTY", 0o400), ("O_TRUNC", 0o1000), ("O_APPEND", 0o2000),
+        ("O_NONBLOCK", 0o4000), ("O_DSYNC", 0o10000), ("FASYNC", 0o20000),
+        ("O_DIRECT", 0o40000), ("O_LARGEFILE", 0o100000), ("O_DIRECTORY", 0o200000),
+        ("O_NOFOLLOW", 0o400000), ("O_NOATIME", 0o1000000), ("O_CLOEXEC", 0o2000000),
+    ],
+    "pmap.flags": [("PE_PARENT", 1), ("PE_LAZY", 2), ("PE_PRESENT", 4)],
+    "seals.flags": [("F_SEAL_SEAL", 0x1), ("F_SEAL_SHRINK", 0x2), ("F_SEAL_GROW", 0x4),
+                    ("F_SEAL_WRITE", 0x8), ("F_SEAL_FUTURE_WRITE", 0x10)],
+}
+
+# Value labels per (criu).dict table and field name.
+LABELS: dict[str, dict[str, dict[int, str]]] = {
+    # compel/include/uapi/task-state.h: ALIVE 1, STOPPED 3, ZOMBIE 6 (crit 4.2 swaps 3 and 6).
+    "gen": {"task_state": {1: "Alive", 3: "Stopped", 6: "Zombie"}},
+    "sk": {
+        "family": {1: "UNIX", 2: "INET", 10: "INET6", 16: "NETLINK", 17: "PACKET"},
+        "type": {1: "STREAM", 2: "DGRAM", 3: "RAW", 5: "SEQPACKET", 10: "PACKET"},
+        "state": {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1",
+                  5: "FIN_WAIT2", 6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT",
+                  9: "LAST_ACK", 10: "LISTEN"},
+        "proto": {0: "IP", 6: "TCP", 17: "UDP", 136: "UDPLITE"},
+    },
+}
+
+_MINORBITS = 20  # the kernel's packed dev_t
+
+
+def b64(data: bytes) -> str:
+    """Base64 as crit writes it: a newline every 76 characters and at the end."""
+    return base64.encodebytes(bytes(data)).decode()
+
+
+def unb64(text: str) -> bytes:
+    try:
+        return base64.decodebytes(text.encode())
+    except (ValueError, TypeError) as exc:
+        raise EncodeError(f"bad base64 data: {exc}") from None
+
+
+def format_flags(value: int, table: list[tuple[str, int]]) -> str:
+    names = [name for name, bit in table if value & bit]
+    rest = value & ~sum(bit for _, bit in table)
+    if rest:
+        names.append(_hex(rest))
+    return " | ".join(names)
+
+
+def parse_flags(text: str, table: list[tuple[str, int]]) -> int:
+    if text == "":
+        return 0
+    bits = dict(table)
+    try:
+        return sum(bits[p] if p in bits else int(p, 0) for p in (s.strip() for s in text.split("|")))
+    except ValueError:
+        raise EncodeError(f"bad flag list {text!r}") from None
+
+
+def _hex(value: int) -> str:
+    return "0x%x" % value  # noqa: UP031 -- crit's spelling, also for negative numbers ("0x-5")
+
+
+def _opts(field: FieldDescriptor) -> opts_pb2.CRIU_Opts:
+    return field.GetOptions().Extensions[opts_pb2.criu]
+
+
+# ---------------------------------------------------------------- to dict
+
+Conv = Callable[[Any], Any]
+
+
+def _pretty_int(field: FieldDescriptor, hexed: bool) -> Conv | None:
+    """The pretty conversion of an integer field, or None to keep the int."""
+    opts = _opts(field)
+    if hexed:
+        return _hex
+    if opts.dev:
+        if opts.odev:
+            return lambda v: f"{os.major(v)}:{os.minor(v)}"
+        return lambda v: f"{v >> _MINORBITS}:{v & ((1 << _MINORBITS) - 1)}"
+    if opts.flags:
+        table = FLAG_TABLES.get(opts.flags)
+        if table is None:
+            return _hex
+        return lambda v: format_flags(v, table)
+    if opts.dict:
+        labels = LABELS[opts.dict][field.name]
+        return lambda v: labels.get(v, v)
+    return None
+
+
+def _bytes_conv(field: FieldDescriptor) -> Conv:
+    if _opts(field).conv == "unix_name":
+        def unix_name(v: bytes) -> str:
+            return quopri.encodestring(v).decode()
+        return unix_name
+    return b64
+
+
+def _value_conv(field: FieldDescriptor, pretty: bool, hexed: bool) -> Conv | None:
+    """Conversion of one value of ``field``; None means "use as is"."""
+    hexed = hexed or _opts(field).hex
+    t = field.type
+    if t == FD.TYPE_MESSAGE:
+        return compile_to_dict(field.message_type, pretty, hexed)
+    if t == FD.TYPE_BYTES:
+        return _bytes_conv(field)
+    if t == FD.TYPE_ENUM:
+        names = {v.number: v.name for v in field.enum_type.values}
+        return lambda v: names.get(v, v)
+    if t in _INT_TYPES and pretty:
+        return _pretty_int(field, hexed)
+    return None
+
+
+def _ip_text(words: list[int]) -> list[Any]:
+    if len(words) == 1:
+        return [ipaddress.IPv4Address(socket.ntohl(words[0])).compressed]
+    if len(words) == 4:
+        n = 0
+        for w in words:
+            n = (n << 32) | socket.ntohl(w)
+        return [ipaddress.IPv6Address(n).compressed]
+    return list(words)  # not an address: keep the numbers
+
+
+def _field_conv(field: FieldDescriptor, pretty: bool, hexed: bool) -> Conv | None:
+    repeated = field.is_repeated
+    if repeated and pretty and _opts(field).ipadd:
+        return _ip_text
+    one = _value_conv(field, pretty, hexed)
+    if not repeated:
+        return one
+    if one is None:
+        return list
+    return lambda values: [one(v) for v in values]
+
+
+@cache
+def compile_to_dict(desc: Descriptor, pretty: bool, hexed: bool = False) -> Callable[[Message], dict]:
+    """A function turning a message of type ``desc`` into crit's dict.
+
+    Present fields are visited in field-number order, as ListFields() would,
+    but with HasField()/getattr, which is several times faster in upb.
+    """
+    plan: list[tuple[str, bool, Conv | None]] = []
+
+    def to_dict(msg: Message) -> dict:
+        if not plan and desc.fields:  # built on first use: nested types may refer back
+            plan.extend((f.name, f.is_repeated, _field_conv(f, pretty, hexed))
+                        for f in sorted(desc.fields, key=lambda f: f.number))
+        out = {}
+        has = msg.HasField
+        for name, repeated, conv in plan:
+            if repeated:
+                value = getattr(msg, name)
+                if not value:
+                    continue
+            elif has(name):
+                value = getattr(msg, name)
+            else:
+                continue
+            out[name] = value if conv is None else conv(value)
+        return out
+
+    return to_dict
+
+
+def to_dict(msg: Message, pretty: bool = False) -> dict:
+    return compile_to_dict(msg.DESCRIPTOR, pretty)(msg)
+
+
+# ---------------------------------------------------------------- from dict
+
+def _int_from(field: FieldDescriptor, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise EncodeError(f"field {field.name}: expected an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    opts = _opts(field)
+    try:
+        if opts.dev:
+            major, minor = (int(x) for x in value.split(":"))
+            return os.makedev(major, minor) if opts.odev else major << _MINORBITS | minor
+        if opts.flags and opts.flags in FLAG_TABLES:
+            return parse_flags(value, FLAG_TABLES[opts.flags])
+        if opts.dict:
+            reverse = {v: k for k, v in LABELS[opts.dict][field.name].items()}
+            # crit 4.2 wrote task_state 3/6 with swapped labels; the numbers are what matter.
+            if value in reverse:
+                return reverse[value]
+        return int(value, 0)
+    except ValueError:
+        raise EncodeError(f"field {field.name}: cannot read {value!r} as a number") from None
+
+
+def _scalar_from(field: FieldDescriptor, value: Any) -> Any:
+    t = field.type
+    if t == FD.TYPE_BYTES:
+        if not isinstance(value, str):
+            raise EncodeError(f"field {field.name}: expected a string, got {value!r}")
+        if _opts(field).conv == "unix_name":
+            return quopri.decodestring(value.encode())
+        return unb64(value)
+    if t == FD.TYPE_ENUM:
+        by_name = field.enum_type.values_by_name
+        if isinstance(value, str) and value in by_name:
+            return by_name[value].number
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise EncodeError(f"field {field.name}: {value!r} is not a {field.enum_type.name} value")
+    if t in _INT_TYPES:
+        return _int_from(field, value)
+    if t == FD.TYPE_BOOL:
+        return bool(value)
+    if t == FD.TYPE_STRING:
+        if not isinstance(value, str):
+            raise EncodeError(f"field {field.name}: expected a string, got {value!r}")
+        return value
+    raise EncodeError(f"field {field.name}: unsupported field type {t}")
+
+
+def _ip_words(text: str) -> list[int]:
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        raise EncodeError(f"bad IP address {text!r}") from None
+    n = int(addr)
+    count = 1 if addr.version == 4 else 4
+    return [socket.htonl((n >> (32 * i)) & 0xFFFFFFFF) for i in reversed(range(count))]
+
+
+def from_dict(data: Any, msg: Message) -> Message:
+    """Fill ``msg`` from a crit-style dict (raw or pretty) and return it."""
+    if not isinstance(data, dict):
+        raise EncodeError(f"{msg.DESCRIPTOR.name}: expected an object, got {type(data).__name__}")
+    for field in msg.DESCRIPTOR.fields:
+        if field.name not in data:
+            continue
+        value = data[field.name]
+        try:
+            _set_field(msg, field, value)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise EncodeError(f"field {field.name}: {exc}") from None
+    return msg
+
+
+def _set_field(msg: Message, field: FieldDescriptor, value: Any) -> None:
+    if field.is_repeated:
+        if not isinstance(value, list):
+            raise EncodeError(f"field {field.name}: expected a list")
+        target = getattr(msg, field.name)
+        if value and isinstance(value[0], str) and _opts(field).ipadd:
+            target.extend(_ip_words(value[0]))
+        elif field.type == FD.TYPE_MESSAGE:
+            for item in value:
+                from_dict(item, target.add())
+        else:
+            target.extend(_scalar_from(field, v) for v in value)
+    elif field.type == FD.TYPE_MESSAGE:
+        sub = getattr(msg, field.name)
+        sub.SetInParent()
+        from_dict(value, sub)
+    else:
+        setattr(msg, field.name, _scalar_from(field, value))

@@ -1,0 +1,165 @@
+"""Columnar reading of pagemap images: the whole file in a few C calls per MiB.
+
+A fragmented pagemap holds one small ``pagemap_entry`` per run of pages:
+hundreds of thousands of them for a GiB of memory.  Parsing each as its own
+protobuf object costs microseconds apiece, so regular frames are read in
+bulk instead:
+
+1. a regular expression recognises a run of frames whose payload is the
+   canonical encoding CRIU writes (vaddr, compat_nr_pages, then optional
+   in_parent, flags, nr_pages, each once and in order);
+2. each frame's size prefix is checked against its payload length;
+3. the payloads are concatenated and parsed once as ``pagemap_columns``
+   (repeated fields with the same numbers), giving one list per field.
+
+Frames that do not fit (other encodings, unknown fields, mixed presence)
+are handed back one by one as messages, so the result is always exact.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from operator import itemgetter
+
+from google.protobuf.message import DecodeError as PbDecodeError
+from google.protobuf.message import Message
+
+from . import framing
+from .convert import FLAG_TABLES, format_flags
+from .errors import DecodeError
+from .jsonout import ENTRY_INDENT
+from .pb import message_class
+
+PE_PARENT, PE_LAZY, PE_PRESENT = 1, 2, 4
+FIELDS = ("vaddr", "compat_nr_pages", "in_parent", "flags", "nr_pages")
+
+_CHUNK = 1 << 18
+_V = rb"[\x80-\xff]*[\x00-\x7f]"
+_PAYLOAD = rb"\x08" + _V + rb"\x10" + _V + rb"(?:\x18[\x00\x01])?(?:\x20" + _V + rb")?(?:\x28" + _V + rb")?"
+_FRAME = {
+    "<": re.compile(rb"[\x04-\x7f]\x00\x00\x00" + _PAYLOAD),
+    ">": re.compile(rb"\x00\x00\x00[\x04-\x7f]" + _PAYLOAD),
+}
+_SIZE_BYTE = {"<": itemgetter(0), ">": itemgetter(3)}
+_PAYLOAD_OF = itemgetter(slice(4, None))
+
+_COLUMNS = message_class("pagemap_columns")
+_ENTRY = message_class("pagemap_entry")
+
+
+@dataclass(slots=True)
+class Columns:
+    """Consecutive pagemap entries, one list per field; a list is empty when no entry has it."""
+
+    vaddr: list[int]
+    compat_nr_pages: list[int]
+    in_parent: list[bool]
+    flags: list[int]
+    nr_pages: list[int]
+
+    def __len__(self) -> int:
+        return len(self.vaddr)
+
+    def present(self) -> list[str]:
+        return [name for name in FIELDS if getattr(self, name)]
+
+    def pages(self) -> list[int]:
+        """Page counts as CRIU reads them: nr_pages if present, else compat_nr_pages."""
+        return self.nr_pages or self.compat_nr_pages
+
+    def effective_flags(self) -> list[int]:
+        """Flags as CRIU reads them (pagemap.c): absent flags mean PE_PRESENT, in_parent PE_PARENT."""
+        if self.flags:
+            return self.flags
+        if self.in_parent:
+            return [PE_PARENT if p else PE_PRESENT for p in self.in_parent]
+        return [PE_PRESENT] * len(self)
+
+
+def _regular_run(view: memoryview, pos: int, stop: int, order: str) -> tuple[list[bytes], int]:
+    """Payloads of the regular frames starting at ``pos`` and where they end.
+
+    findall() returns matches in order without overlap; if their texts put
+    end to end equal the file from ``pos`` on, they tile it with no gap (the
+    earliest match after each one starts right where it ends).  Each frame's
+    size byte must then equal its payload length.
+    """
+    frames = _FRAME[order].findall(view, pos, stop)
+    if stop < len(view) and frames:
+        frames.pop()  # may be a frame cut short by ``stop``; the next chunk reads it
+    whole = b"".join(frames)
+    sizes = bytes(map(_SIZE_BYTE[order], frames))
+    if whole != view[pos:pos + len(whole)].tobytes() or sizes != bytes(map((4).__rsub__, map(len, frames))):
+        frames = frames[:_tiling_prefix(view, pos, frames, order)]
+    return list(map(_PAYLOAD_OF, frames)), pos + sum(map(len, frames))
+
+
+def _tiling_prefix(view: memoryview, pos: int, frames: list[bytes], order: str) -> int:
+    """How many of the first matches are real consecutive frames (slow path, rare)."""
+    for i, frame in enumerate(frames):
+        if view[pos:pos + len(frame)].tobytes() != frame or _SIZE_BYTE[order](frame) != len(frame) - 4:
+            return i
+        pos += len(frame)
+    return len(frames)
+
+
+def _columns(payloads: list[bytes]) -> Columns | None:
+    cols = _COLUMNS.FromString(b"".join(payloads))
+    n = len(payloads)
+    lists = [list(getattr(cols, name)) for name in FIELDS]
+    if any(len(col) not in (0, n) for col in lists) or len(lists[0]) != n:
+        return None
+    return Columns(*lists)
+
+
+def read(view: memoryview, pos: int, order: str, path: str, index: int) -> Iterator[Columns | Message]:
+    """pagemap_entry frames from ``pos`` to the end: Columns for regular runs, messages otherwise."""
+    end = len(view)
+    while pos < end:
+        payloads, stop = _regular_run(view, pos, min(end, pos + _CHUNK), order)
+        cols = _columns(payloads) if payloads else None
+        if cols is not None:
+            yield cols
+            index, pos = index + len(cols), stop
+            continue
+        for _ in range(max(1, len(payloads))):  # irregular: one message at a time
+            size = framing.read_size(view, pos, order, path=path, index=index)
+            try:
+                yield _ENTRY.FromString(view[pos + 4:pos + 4 + size])
+            except PbDecodeError as exc:
+                raise DecodeError(f"not a valid pagemap_entry ({exc})", path=path, entry=index,
+                                  offset=pos) from None
+            index, pos = index + 1, pos + 4 + size
+
+
+_TRUE_FALSE = {True: "true", False: "false"}
+
+
+def json_items(cols: Columns, pretty: bool) -> Iterator[str]:
+    """crit's JSON text of each entry in ``cols`` (raw or pretty), without dicts."""
+    names = cols.present()
+    values = []
+    parts = []
+    for name in names:
+        column = getattr(cols, name)
+        if name == "in_parent":
+            parts.append(f'"{name}": %s')
+            values.append(map(_TRUE_FALSE.__getitem__, column))
+        elif pretty and name == "vaddr":
+            parts.append(f'"{name}": "0x%x"')
+            values.append(column)
+        elif pretty and name == "flags":
+            labels = {v: format_flags(v, FLAG_TABLES["pmap.flags"]) for v in set(column)}
+            parts.append(f'"{name}": "%s"')
+            values.append(map(labels.__getitem__, column))
+        else:
+            parts.append(f'"{name}": %d')
+            values.append(column)
+    if pretty:
+        inner = "\n" + ENTRY_INDENT + "    "
+        template = "{" + inner + ("," + inner).join(parts) + "\n" + ENTRY_INDENT + "}"
+    else:
+        template = "{" + ", ".join(parts) + "}"
+    return map(template.__mod__, zip(*values, strict=True))

@@ -1,0 +1,175 @@
+from . import opts_pb2 as _opts_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class user_mips_regs_entry(_message.Message):
+    __slots__ = ("r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "r16", "r17", "r18", "r19", "r20", "r21", "r22", "r23", "r24", "r25", "r26", "r27", "r28", "r29", "r30", "r31", "lo", "hi", "cp0_epc", "cp0_badvaddr", "cp0_status", "cp0_cause")
+    R0_FIELD_NUMBER: _ClassVar[int]
+    R1_FIELD_NUMBER: _ClassVar[int]
+    R2_FIELD_NUMBER: _ClassVar[int]
+    R3_FIELD_NUMBER: _ClassVar[int]
+    R4_FIELD_NUMBER: _ClassVar[int]
+    R5_FIELD_NUMBER: _ClassVar[int]
+    R6_FIELD_NUMBER: _ClassVar[int]
+    R7_FIELD_NUMBER: _ClassVar[int]
+    R8_FIELD_NUMBER: _ClassVar[int]
+    R9_FIELD_NUMBER: _ClassVar[int]
+    R10_FIELD_NUMBER: _ClassVar[int]
+    R11_FIELD_NUMBER: _ClassVar[int]
+    R12_FIELD_NUMBER: _ClassVar[int]
+    R13_FIELD_NUMBER: _ClassVar[int]
+    R14_FIELD_NUMBER: _ClassVar[int]
+    R15_FIELD_NUMBER: _ClassVar[int]
+    R16_FIELD_NUMBER: _ClassVar[int]
+    R17_FIELD_NUMBER: _ClassVar[int]
+    R18_FIELD_NUMBER: _ClassVar[int]
+    R19_FIELD_NUMBER: _ClassVar[int]
+    R20_FIELD_NUMBER: _ClassVar[int]
+    R21_FIELD_NUMBER: _ClassVar[int]
+    R22_FIELD_NUMBER: _ClassVar[int]
+    R23_FIELD_NUMBER: _ClassVar[int]
+    R24_FIELD_NUMBER: _ClassVar[int]
+    R25_FIELD_NUMBER: _ClassVar[int]
+    R26_FIELD_NUMBER: _ClassVar[int]
+    R27_FIELD_NUMBER: _ClassVar[int]
+    R28_FIELD_NUMBER: _ClassVar[int]
+    R29_FIELD_NUMBER: _ClassVar[int]
+    R30_FIELD_NUMBER: _ClassVar[int]
+    R31_FIELD_NUMBER: _ClassVar[int]
+    LO_FIELD_NUMBER: _ClassVar[int]
+    HI_FIELD_NUMBER: _ClassVar[int]
+    CP0_EPC_FIELD_NUMBER: _ClassVar[int]
+    CP0_BADVADDR_FIELD_NUMBER: _ClassVar[int]
+    CP0_STATUS_FIELD_NUMBER: _ClassVar[int]
+    CP0_CAUSE_FIELD_NUMBER: _ClassVar[int]
+    r0: int
+    r1: int
+    r2: int
+    r3: int
+    r4: int
+    r5: int
+    r6: int
+    r7: int
+    r8: int
+    r9: int
+    r10: int
+    r11: int
+    r12: int
+    r13: int
+    r14: int
+    r15: int
+    r16: int
+    r17: int
+    r18: int
+    r19: int
+    r20: int
+    r21: int
+    r22: int
+    r23: int
+    r24: int
+    r25: int
+    r26: int
+    r27: int
+    r28: int
+    r29: int
+    r30: int
+    r31: int
+    lo: int
+    hi: int
+    cp0_epc: int
+    cp0_badvaddr: int
+    cp0_status: int
+    cp0_cause: int
+    def __init__(self, r0: _Optional[int] = ..., r1: _Optional[int] = ..., r2: _Optional[int] = ..., r3: _Optional[int] = ..., r4: _Optional[int] = ..., r5: _Optional[int] = ..., r6: _Optional[int] = ..., r7: _Optional[int] = ..., r8: _Optional[int] = ..., r9: _Optional[int] = ..., r10: _Optional[int] = ..., r11: _Optional[int] = ..., r12: _Optional[int] = ..., r13: _Optional[int] = ..., r14: _Optional[int] = ..., r15: _Optional[int] = ..., r16: _Optional[int] = ..., r17: _Optional[int] = ..., r18: _Optional[int] = ..., r19: _Optional[int] = ..., r20: _Optional[int] = ..., r21: _Optional[int] = ..., r22: _Optional[int] = ..., r23: _Optional[int] = ..., r24: _Optional[int] = ..., r25: _Optional[int] = ..., r26: _Optional[int] = ..., r27: _Optional[int] = ..., r28: _Optional[int] = ..., r29: _Optional[int] = ..., r30: _Optional[int] = ..., r31: _Optional[int] = ..., lo: _Optional[int] = ..., hi: _Optional[int] = ..., cp0_epc: _Optional[int] = ..., cp0_badvaddr: _Optional[int] = ..., cp0_status: _Optional[int] = ..., cp0_cause: _Optional[int] = ...) -> None: ...
+
+class user_mips_fpregs_entry(_message.Message):
+    __slots__ = ("r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "r16", "r17", "r18", "r19", "r20", "r21", "r22", "r23", "r24", "r25", "r26", "r27", "r28", "r29", "r30", "r31", "lo", "hi", "fpu_fcr31", "fpu_id")
+    R0_FIELD_NUMBER: _ClassVar[int]
+    R1_FIELD_NUMBER: _ClassVar[int]
+    R2_FIELD_NUMBER: _ClassVar[int]
+    R3_FIELD_NUMBER: _ClassVar[int]
+    R4_FIELD_NUMBER: _ClassVar[int]
+    R5_FIELD_NUMBER: _ClassVar[int]
+    R6_FIELD_NUMBER: _ClassVar[int]
+    R7_FIELD_NUMBER: _ClassVar[int]
+    R8_FIELD_NUMBER: _ClassVar[int]
+    R9_FIELD_NUMBER: _ClassVar[int]
+    R10_FIELD_NUMBER: _ClassVar[int]
+    R11_FIELD_NUMBER: _ClassVar[int]
+    R12_FIELD_NUMBER: _ClassVar[int]
+    R13_FIELD_NUMBER: _ClassVar[int]
+    R14_FIELD_NUMBER: _ClassVar[int]
+    R15_FIELD_NUMBER: _ClassVar[int]
+    R16_FIELD_NUMBER: _ClassVar[int]
+    R17_FIELD_NUMBER: _ClassVar[int]
+    R18_FIELD_NUMBER: _ClassVar[int]
+    R19_FIELD_NUMBER: _ClassVar[int]
+    R20_FIELD_NUMBER: _ClassVar[int]
+    R21_FIELD_NUMBER: _ClassVar[int]
+    R22_FIELD_NUMBER: _ClassVar[int]
+    R23_FIELD_NUMBER: _ClassVar[int]
+    R24_FIELD_NUMBER: _ClassVar[int]
+    R25_FIELD_NUMBER: _ClassVar[int]
+    R26_FIELD_NUMBER: _ClassVar[int]
+    R27_FIELD_NUMBER: _ClassVar[int]
+    R28_FIELD_NUMBER: _ClassVar[int]
+    R29_FIELD_NUMBER: _ClassVar[int]
+    R30_FIELD_NUMBER: _ClassVar[int]
+    R31_FIELD_NUMBER: _ClassVar[int]
+    LO_FIELD_NUMBER: _ClassVar[int]
+    HI_FIELD_NUMBER: _ClassVar[int]
+    FPU_FCR31_FIELD_NUMBER: _ClassVar[int]
+    FPU_ID_FIELD_NUMBER: _ClassVar[int]
+    r0: int
+    r1: int
+    r2: int
+    r3: int
+    r4: int
+    r5: int
+    r6: int
+    r7: int
+    r8: int
+    r9: int
+    r10: int
+    r11: int
+    r12: int
+    r13: int
+    r14: int
+    r15: int
+    r16: int
+    r17: int
+    r18: int
+    r19: int
+    r20: int
+    r21: int
+    r22: int
+    r23: int
+    r24: int
+    r25: int
+    r26: int
+    r27: int
+    r28: int
+    r29: int
+    r30: int
+    r31: int
+    lo: int
+    hi: int
+    fpu_fcr31: int
+    fpu_id: int
+    def __init__(self, r0: _Optional[int] = ..., r1: _Optional[int] = ..., r2: _Optional[int] = ..., r3: _Optional[int] = ..., r4: _Optional[int] = ..., r5: _Optional[int] = ..., r6: _Optional[int] = ..., r7: _Optional[int] = ..., r8: _Optional[int] = ..., r9: _Optional[int] = ..., r10: _Optional[int] = ..., r11: _Optional[int] = ..., r12: _Optional[int] = ..., r13: _Optional[int] = ..., r14: _Optional[int] = ..., r15: _Optional[int] = ..., r16: _Optional[int] = ..., r17: _Optional[int] = ..., r18: _Optional[int] = ..., r19: _Optional[int] = ..., r20: _Optional[int] = ..., r21: _Optional[int] = ..., r22: _Optional[int] = ..., r23: _Optional[int] = ..., r24: _Optional[int] = ..., r25: _Optional[int] = ..., r26: _Optional[int] = ..., r27: _Optional[int] = ..., r28: _Optional[int] = ..., r29: _Optional[int] = ..., r30: _Optional[int] = ..., r31: _Optional[int] = ..., lo: _Optional[int] = ..., hi: _Optional[int] = ..., fpu_fcr31: _Optional[int] = ..., fpu_id: _Optional[int] = ...) -> None: ...
+
+class thread_info_mips(_message.Message):
+    __slots__ = ("clear_tid_addr", "tls", "gpregs", "fpregs")
+    CLEAR_TID_ADDR_FIELD_NUMBER: _ClassVar[int]
+    TLS_FIELD_NUMBER: _ClassVar[int]
+    GPREGS_FIELD_NUMBER: _ClassVar[int]
+    FPREGS_FIELD_NUMBER: _ClassVar[int]
+    clear_tid_addr: int
+    tls: int
+    gpregs: user_mips_regs_entry
+    fpregs: user_mips_fpregs_entry
+    def __init__(self, clear_tid_addr: _Optional[int] = ..., tls: _Optional[int] = ..., gpregs: _Optional[_Union[user_mips_regs_entry, _Mapping]] = ..., fpregs: _Optional[_Union[user_mips_fpregs_entry, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,62 @@
+"""Regenerate imgtool/pb/ from schemas/*.proto.
+
+Usage: python scripts/gen_pb.py [OUTDIR]   (default: imgtool/pb)
+
+Needs grpcio-tools (the "dev" extra).  protoc writes top-level imports
+(``import opts_pb2``); they are rewritten to package-relative ones.
+tests/test_schemas.py regenerates into a temp dir and fails if the
+committed code differs.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMAS = ROOT / "schemas"
+
+INIT = '''"""Protobuf classes generated from schemas/ by scripts/gen_pb.py. Do not edit."""
+
+from importlib import import_module
+
+from google.protobuf.message import Message
+
+MODULES = {modules!r}
+
+_classes: dict[str, type[Message]] = {{}}
+for _name in MODULES:
+    _module = import_module(f"{{__name__}}.{{_name}}")
+    for _msg in _module.DESCRIPTOR.message_types_by_name:
+        _classes[_msg] = getattr(_module, _msg)
+
+
+def message_class(name: str) -> type[Message]:
+    """The generated class of a CRIU message, by its schema name (e.g. "pstree_entry")."""
+    return _classes[name]
+'''
+
+
+def generate(out: Path) -> None:
+    import grpc_tools
+
+    include = Path(grpc_tools.__file__).parent / "_proto"
+    protos = sorted(p.name for p in SCHEMAS.glob("*.proto"))
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*_pb2.py*"):
+        old.unlink()
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{SCHEMAS}", f"-I{include}",
+                    f"--python_out={out}", f"--pyi_out={out}", *protos], check=True, cwd=SCHEMAS)
+    modules = []
+    for gen in sorted(out.glob("*_pb2.py*")):
+        text = re.sub(r"^import (\w+_pb2) as", r"from . import \1 as", gen.read_text(), flags=re.M)
+        gen.write_text(text)
+        if gen.suffix == ".py":
+            modules.append(gen.stem)
+    (out / "__init__.py").write_text(INIT.format(modules=modules))
+
+
+if __name__ == "__main__":
+    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "imgtool" / "pb")
