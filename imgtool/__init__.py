@@ -1,3 +1,22 @@
 """imgtool: read, check and compare CRIU checkpoint images."""
 
+from __future__ import annotations
+
+import os
+
+from .dump import Dump, Task
+from .errors import ImgtoolError
+from .image import Entry, Image
+
 __version__ = "0.1.0"
+__all__ = ["Dump", "Entry", "Image", "ImgtoolError", "Task", "open", "open_image"]
+
+
+def open(path: str | os.PathLike[str]) -> Dump:  # noqa: A001 - the library's front door
+    """Open a checkpoint: image dir, Docker/runc checkpoint dir, or Podman/CRI-O/Kubernetes archive."""
+    return Dump.open(path)
+
+
+def open_image(path: str | os.PathLike[str]) -> Image:
+    """Open one image file."""
+    return Image.open(path)

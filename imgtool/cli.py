@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from importlib import import_module
 from typing import IO, Any
 
 from . import __version__, magic
@@ -15,6 +16,9 @@ from .image import Image, encode_dict
 from .jsonout import write_document
 
 EXIT_OK, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
+
+# Modules of imgtool/commands/ that add subcommands.
+COMMAND_MODULES: list[str] = []
 
 
 class UsageError(ImgtoolError):
@@ -123,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--nopl", action="store_true", help="leave out extra payloads, show their size")
     p.set_defaults(func=cmd_show)
+
+    for module in COMMAND_MODULES:
+        import_module(f"imgtool.commands.{module}").add_parsers(sub)
     return parser
 
 

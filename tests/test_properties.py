@@ -1,0 +1,372 @@
+"""Property tests: random messages through images, dicts and JSON; hostile input never crashes."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import random
+import struct
+import tracemalloc
+from collections.abc import Callable, Iterator
+from functools import cache
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from imgtool import convert, framing, jsonout, pagemap
+from imgtool.errors import ImgtoolError
+from imgtool.extras import GhostContent, MsgQueue, SemArray, ShmSegment, Sized
+from imgtool.image import Image, encode_dict, image_bytes
+from imgtool.pb import message_class, opts_pb2
+from imgtool.registry import KINDS, EntrySpec, ImageKind
+
+FD = FieldDescriptor
+ROOT = Path(__file__).resolve().parent.parent
+SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
+
+# A frame as the tests build it: the message and the raw extra payload after it
+# (None: the entry has no extra payload at all).
+Frame = tuple[Message, bytes | None]
+
+# ---------------------------------------------------------------- random messages
+
+_S32, _U32 = (-(2**31), 2**31 - 1), (0, 2**32 - 1)
+_S64, _U64 = (-(2**63), 2**63 - 1), (0, 2**64 - 1)
+_INT_RANGE = {
+    FD.TYPE_INT32: _S32, FD.TYPE_SINT32: _S32, FD.TYPE_SFIXED32: _S32,
+    FD.TYPE_UINT32: _U32, FD.TYPE_FIXED32: _U32,
+    FD.TYPE_INT64: _S64, FD.TYPE_SINT64: _S64, FD.TYPE_SFIXED64: _S64,
+    FD.TYPE_UINT64: _U64, FD.TYPE_FIXED64: _U64,
+}
+MAX_DEPTH = 3
+
+
+def _opts(field: FieldDescriptor) -> opts_pb2.CRIU_Opts:
+    return field.GetOptions().Extensions[opts_pb2.criu]
+
+
+@cache
+def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
+    """Values of one (non-message) field, within its type's range."""
+    t = field.type
+    if t in _INT_RANGE:
+        ints = st.integers(*_INT_RANGE[t])
+        labels = convert.LABELS.get(_opts(field).dict, {}).get(field.name)
+        if labels:  # favour the labelled values (task_state, socket family, state...)
+            return st.one_of(st.sampled_from(sorted(labels)), ints)
+        return ints
+    if t == FD.TYPE_BOOL:
+        return st.booleans()
+    if t == FD.TYPE_STRING:
+        return st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
+    if t == FD.TYPE_BYTES:
+        return st.binary(max_size=24)
+    if t == FD.TYPE_ENUM:
+        return st.sampled_from([v.number for v in field.enum_type.values])
+    raise AssertionError(f"no strategy for {field.full_name} (type {t})")
+
+
+def _repeat_count(field: FieldDescriptor) -> st.SearchStrategy[int]:
+    if _opts(field).ipadd:  # 1 word: IPv4, 4 words: IPv6, others: plain numbers
+        return st.sampled_from([1, 4, 0, 2])
+    return st.integers(0, 3)
+
+
+def _fill(draw: Callable[[st.SearchStrategy[Any]], Any], msg: Message, depth: int) -> None:
+    for field in msg.DESCRIPTOR.fields:
+        nested = field.type == FD.TYPE_MESSAGE
+        too_deep = nested and depth >= MAX_DEPTH
+        if field.is_repeated:
+            count = 0 if too_deep else draw(_repeat_count(field))
+            target = getattr(msg, field.name)
+            if nested:
+                for _ in range(count):
+                    _fill(draw, target.add(), depth + 1)
+            else:
+                target.extend(draw(st.lists(_scalar(field), min_size=count, max_size=count)))
+        elif field.is_required or (not too_deep and draw(st.booleans())):
+            if nested:
+                sub = getattr(msg, field.name)
+                sub.SetInParent()  # an empty optional message is still present
+                _fill(draw, sub, depth + 1)
+            else:
+                setattr(msg, field.name, draw(_scalar(field)))
+
+
+@st.composite
+def messages(draw: Callable[[st.SearchStrategy[Any]], Any], cls: type[Message]) -> Message:
+    """A random, fully initialised message of ``cls``."""
+    msg = cls()
+    _fill(draw, msg, 0)
+    assert msg.IsInitialized()
+    return msg
+
+
+# ---------------------------------------------------------------- random images
+
+def _blob(draw: Callable[[st.SearchStrategy[Any]], Any], size: int) -> bytes:
+    return draw(st.binary(min_size=size, max_size=size))
+
+
+def _draw_extra(draw: Callable[[st.SearchStrategy[Any]], Any], spec: EntrySpec, msg: Message) -> bytes | None:
+    """A raw extra payload consistent with ``msg`` (whose length fields it may set)."""
+    codec = spec.extra
+    if codec is None:
+        return None
+    if isinstance(codec, Sized):  # also TcpStream and ghost chunks
+        for name in codec.fields:
+            setattr(msg, name, draw(st.integers(0, 40)))
+        return _blob(draw, sum(getattr(msg, name) for name in codec.fields))
+    if isinstance(codec, SemArray):
+        msg.nsems = draw(st.integers(0, 9))
+        values = draw(st.lists(st.integers(0, 0xFFFF), min_size=msg.nsems, max_size=msg.nsems))
+        return framing.padded(struct.pack(f"<{msg.nsems}H", *values), 8)
+    if isinstance(codec, MsgQueue):
+        msg.qnum = draw(st.integers(0, 3))
+        items: list[Any] = []
+        for _ in range(msg.qnum):
+            head = draw(messages(message_class("ipc_msg")))
+            head.msize = draw(st.integers(0, 20))
+            items += [convert.to_dict(head), convert.b64(_blob(draw, head.msize))]
+        return codec.from_json(msg, items, "<")
+    if isinstance(codec, ShmSegment):
+        if msg.in_pagemaps:
+            return None
+        msg.size = draw(st.integers(0, 40))
+        return framing.padded(_blob(draw, msg.size), 4)
+    if isinstance(codec, GhostContent):
+        return None if msg.chunks else draw(st.binary(max_size=64))
+    raise AssertionError(f"no strategy for extra codec {type(codec).__name__}")
+
+
+@st.composite
+def image_frames(draw: Callable[[st.SearchStrategy[Any]], Any], kind: ImageKind) -> list[Frame]:
+    frames: list[Frame] = []
+    for index in range(draw(st.integers(0, 3))):
+        spec = kind.spec(index)
+        msg = draw(messages(spec.message))
+        extra = _draw_extra(draw, spec, msg)
+        frames.append((msg, extra))
+        if isinstance(spec.extra, GhostContent) and extra is not None:
+            break  # unchunked ghost content runs to the end of the file
+    return frames
+
+
+def _check_layout(raw: bytes, header_size: int, entries: list[Any], frames: list[Frame]) -> None:
+    """Offsets, sizes, payloads and extras of the decoded entries match the bytes built."""
+    offsets = [e.offset for e in entries]
+    assert offsets[:1] in ([], [header_size])
+    assert all(a < b for a, b in pairwise(offsets))
+    pos = header_size
+    for entry, (msg, extra) in zip(entries, frames, strict=True):
+        assert entry.offset == pos
+        assert struct.unpack_from("<I", raw, pos)[0] == entry.size == msg.ByteSize()
+        assert bytes(entry.payload) == raw[pos + 4:pos + 4 + entry.size] == msg.SerializeToString()
+        assert (None if entry.extra is None else bytes(entry.extra)) == extra
+        pos = entry.end
+    assert pos == len(raw)
+
+
+@pytest.mark.parametrize("name", sorted(KINDS))
+@settings(max_examples=6, deadline=None, suppress_health_check=SLOW_OK)
+@given(data=st.data())
+def test_image_round_trip(name: str, data: st.DataObject) -> None:
+    frames = data.draw(image_frames(KINDS[name]), label="frames")
+    raw = image_bytes(name, [(msg, extra or b"") for msg, extra in frames])
+    with Image(raw, f"{name.lower()}.img") as img:
+        assert img.magic == name
+        assert img.header.size == (4 if name == "INVENTORY" else 8)
+        entries = list(img.entries())
+        assert [e.message for e in entries] == [msg for msg, _ in frames]
+        _check_layout(raw, img.header.size, entries, frames)
+        assert img.count() == len(frames)
+        for pretty in (False, True):
+            assert encode_dict(img.to_dict(pretty=pretty)) == raw
+
+
+# ---------------------------------------------------------------- pagemap: columnar == generic
+
+_OPTIONAL = ("in_parent", "flags", "nr_pages")
+_PE = message_class("pagemap_entry")
+_HEAD = message_class("pagemap_head")
+
+
+def _random_int(rng: random.Random, bits: int) -> int:
+    """Mostly small numbers, sometimes any width up to ``bits`` (varints of every length)."""
+    return rng.choice([rng.randrange(8), rng.getrandbits(rng.randint(1, bits)), (1 << bits) - 1])
+
+
+def _pagemap_payload(rng: random.Random, present: frozenset[str], unknown: bool) -> bytes:
+    entry = _PE()
+    for name, bits in (("vaddr", 64), ("compat_nr_pages", 32), ("flags", 32), ("nr_pages", 64)):
+        if name in present:
+            setattr(entry, name, _random_int(rng, bits))
+    if "in_parent" in present:
+        entry.in_parent = rng.random() < 0.5
+    payload = entry.SerializePartialToString()
+    if unknown:  # an unknown varint field 15, or length-delimited field 9
+        payload += rng.choice([b"\x78\x2a", b"\x4a\x03abc"])
+    return payload
+
+
+@st.composite
+def pagemap_images(draw: Callable[[st.SearchStrategy[Any]], Any]) -> bytes:
+    """A pagemap image: head + N entries with drawn presence patterns and oddities."""
+    order = draw(st.sampled_from("<>"))
+    count = draw(st.one_of(st.integers(0, 12), st.integers(0, 3000)))
+    rng = draw(st.randoms(use_true_random=True))
+    fields = st.frozensets(st.sampled_from(_OPTIONAL)).map(lambda s: s | {"vaddr", "compat_nr_pages"})
+    patterns = draw(st.lists(fields, min_size=1, max_size=3))  # one pattern, or a mix
+    if draw(st.booleans()):  # sometimes a required field is missing too
+        patterns.append(draw(st.frozensets(st.sampled_from(("vaddr", "compat_nr_pages", *_OPTIONAL)))))
+    odd = set(draw(st.lists(st.integers(0, max(count - 1, 0)), max_size=3))) if count else set()
+    blocks = draw(st.booleans())  # mix in runs rather than entry by entry
+    frames = [_HEAD(pages_id=draw(st.integers(0, 2**32 - 1))).SerializeToString()]
+    for i in range(count):
+        present = patterns[(i * len(patterns)) // count] if blocks else rng.choice(patterns)
+        frames.append(_pagemap_payload(rng, present, i in odd))
+    head = framing.header_for("PAGEMAP", order).build()
+    return head + b"".join(framing.build_frame(p, order) for p in frames)
+
+
+def _write_json(img: Image, pretty: bool, columnar: bool) -> str:
+    out = io.StringIO()
+    batches = img.json_batches(pretty) if columnar else jsonout.dict_batches(img.dicts(pretty), pretty)
+    jsonout.write_document(out, img.magic, batches, pretty)
+    return out.getvalue()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=SLOW_OK)
+@given(raw=pagemap_images(), chunk=st.sampled_from([pagemap._CHUNK, 64, 333, 4096]))
+def test_pagemap_columnar_equals_generic(raw: bytes, chunk: int) -> None:
+    with Image(raw, "pagemap-1.img") as img, mock.patch.object(pagemap, "_CHUNK", chunk):
+        for pretty in (False, True):
+            text = _write_json(img, pretty, columnar=True)
+            assert text == _write_json(img, pretty, columnar=False)
+            assert json.loads(text) == {"magic": "PAGEMAP", "entries": list(img.dicts(pretty))}
+
+
+def test_pagemap_regular_entries_take_the_columnar_path() -> None:
+    """Guards the property above against comparing the generic path with itself."""
+    entries = [_PE(vaddr=0x7F0000000000 + 4096 * i, compat_nr_pages=0, flags=4, nr_pages=i + 1) for i in range(500)]
+    with Image(image_bytes("PAGEMAP", [_HEAD(pages_id=1), *entries]), "pagemap-1.img") as img:
+        items = list(pagemap.read(img._view, next(img.entries()).end, "<", img.path, 1))
+    assert len(items) == 1 and isinstance(items[0], pagemap.Columns)
+    assert items[0].nr_pages == list(range(1, 501))
+
+
+# ---------------------------------------------------------------- robustness
+
+def _small_samples() -> list[Path]:
+    names = ["fds/images/" + n for n in ("pstree.img", "fdinfo-2.img", "pipes-data.img", "fifo-data.img",
+                                         "sk-queues.img", "ghost-file-1.img", "pagemap-13375.img",
+                                         "inventory.img", "files.img", "mm-13375.img", "core-13375.img",
+                                         "stats-dump")]
+    names += ["tcp/images/tcp-stream-12f41.img", "container/images/cgroup.img"]
+    paths = [ROOT / "samples" / n for n in names]
+    # SysV IPC extras (sem, msg, shm) only exist in the shared corpus.
+    paths += [Path("/work/shared/corpus/ns/images") / f"ipcns-{k}-11.img" for k in ("sem", "msg", "shm")]
+    return [p for p in paths if p.is_file()]
+
+
+SAMPLES = [(p.name, p.read_bytes()) for p in _small_samples()]
+HUGE = [0xFFFFFFF0, 0xFFFFFFFF, 0x80000000, 0x7FFFFFFF, 0x10000]
+
+
+def _prefix_offsets(name: str, data: bytes) -> list[int]:
+    with Image(data, name) as img:
+        return [e.offset for e in img.entries()]
+
+
+SIZE_PREFIXES = {name: _prefix_offsets(name, data) for name, data in SAMPLES}
+
+
+@st.composite
+def mutated_samples(draw: Callable[[st.SearchStrategy[Any]], Any]) -> tuple[str, bytes]:
+    name, data = draw(st.sampled_from(SAMPLES), label="sample")
+    buf = bytearray(data)
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["truncate", "flip", "huge", "insert"]))
+        targets = [p for p in SIZE_PREFIXES[name] if p <= len(buf)]  # aim at size prefixes too
+        pos = draw(st.one_of(st.integers(0, len(buf)), *[st.sampled_from(targets)] * bool(targets)))
+        if op == "truncate":
+            del buf[pos:]
+        elif op == "flip" and pos < len(buf):
+            buf[pos] ^= draw(st.integers(1, 255))
+        elif op == "huge":
+            buf[pos:pos + 4] = struct.pack("<I", draw(st.sampled_from(HUGE)))
+        elif op == "insert":
+            buf[pos:pos] = draw(st.binary(min_size=1, max_size=16))
+    return name, bytes(buf)
+
+
+@st.composite
+def random_images(draw: Callable[[st.SearchStrategy[Any]], Any]) -> tuple[str, bytes]:
+    """Random bytes, mostly behind a valid header so that entry decoding is reached."""
+    kind = draw(st.sampled_from(sorted(KINDS)))
+    head = draw(st.sampled_from([b"", framing.header_for(kind, "<").build(), framing.header_for(kind, ">").build()]))
+    return f"{kind.lower()}.img", head + draw(st.binary(max_size=2048))
+
+
+def _consumers(img: Image) -> Iterator[Callable[[], object]]:
+    yield lambda: [e.message for e in img.entries()]
+    yield img.count
+    for pretty in (False, True):
+        yield lambda p=pretty: img.to_dict(p)
+        yield lambda p=pretty: img.to_dict(p, nopl=True)
+        yield lambda p=pretty: jsonout.write_document(io.StringIO(), img.magic, img.json_batches(p), p)
+
+
+def _decode_everything(name: str, data: bytes) -> None:
+    """Every reading path either works or raises an ImgtoolError, within bounded memory."""
+    tracemalloc.start()
+    try:
+        with contextlib.suppress(ImgtoolError), Image(data, name) as img:
+            for consume in _consumers(img):
+                with contextlib.suppress(ImgtoolError):
+                    consume()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * len(data) + (4 << 20), f"peak {peak} bytes for a {len(data)}-byte image"
+
+
+def test_robustness_samples_are_present() -> None:
+    assert len(SAMPLES) >= 10
+    for name, data in SAMPLES:  # the unmutated samples decode cleanly
+        with Image(data, name) as img:
+            assert img.to_dict(True)["entries"], name
+
+
+@settings(max_examples=300, deadline=2000, suppress_health_check=SLOW_OK)
+@given(sample=mutated_samples())
+def test_mutated_samples_raise_only_imgtool_errors(sample: tuple[str, bytes]) -> None:
+    _decode_everything(*sample)
+
+
+@settings(max_examples=200, deadline=2000, suppress_health_check=SLOW_OK)
+@given(sample=random_images())
+def test_random_bytes_raise_only_imgtool_errors(sample: tuple[str, bytes]) -> None:
+    _decode_everything(*sample)
+
+
+# ---------------------------------------------------------------- crit-style dict round trip
+
+DICT_TYPES = ["vma_entry", "mm_entry", "inet_sk_entry", "unix_sk_entry", "file_entry", "core_entry"]
+
+
+@pytest.mark.parametrize("type_name", DICT_TYPES)
+@settings(max_examples=40, deadline=None, suppress_health_check=SLOW_OK)
+@given(data=st.data())
+def test_dict_round_trip(type_name: str, data: st.DataObject) -> None:
+    msg = data.draw(messages(message_class(type_name)), label="message")
+    for pretty in (False, True):
+        assert convert.from_dict(convert.to_dict(msg, pretty), type(msg)()) == msg
