@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 __all__ = ["Dump", "Entry", "Image", "ImgtoolError", "Task", "open", "open_image"]
 
 
-def open(path: str | os.PathLike[str]) -> Dump:  # noqa: A001 - the library's front door
+def open(path: str | os.PathLike[str]) -> Dump:
     """Open a checkpoint: image dir, Docker/runc checkpoint dir, or Podman/CRI-O/Kubernetes archive."""
     return Dump.open(path)
 

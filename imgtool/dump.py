@@ -19,6 +19,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from .errors import ImgtoolError, MissingImageError
+from .files import Fd, FileTable, task_fds
 from .image import Image
 
 PARENT_LINK = "parent"  # criu/image.c: CR_PARENT_LINK
@@ -31,7 +32,7 @@ def find_image_dir(path: Path) -> Path:
     """The folder holding inventory.img: ``path`` itself, ``checkpoint/``, or one level down."""
     if (path / "inventory.img").is_file():
         return path
-    candidates = [path / "checkpoint"] + sorted(p for p in path.iterdir() if p.is_dir())
+    candidates = [path / "checkpoint", *sorted(p for p in path.iterdir() if p.is_dir())]
     for folder in candidates:
         if (folder / "inventory.img").is_file():
             return folder
@@ -140,6 +141,11 @@ class Dump:
             seen.add(dump.path.resolve())
             yield dump
             dump = dump.parent
+
+    @cached_property
+    def file_table(self) -> FileTable:
+        """files.img resolved: what each file id is."""
+        return FileTable(self)
 
     # -- processes ---------------------------------------------------------------
 
@@ -270,3 +276,16 @@ class Task:
     @property
     def parent(self) -> Task | None:
         return next((t for t in self.dump.tasks if t.pid == self.ppid), None)
+
+    @cached_property
+    def fds(self) -> list[Fd]:
+        """Open file descriptors, resolved to what they are."""
+        return task_fds(self)
+
+    @property
+    def cwd(self) -> str | None:
+        return self.dump.file_table.path(self.fs.cwd_id) if self.fs is not None else None
+
+    @property
+    def root(self) -> str | None:
+        return self.dump.file_table.path(self.fs.root_id) if self.fs is not None else None

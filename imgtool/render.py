@@ -35,11 +35,20 @@ def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any
           right: Sequence[str] = ()) -> Table:
     """A rich table; columns named in ``right`` are right-aligned (numbers)."""
     t = Table(title=title, title_justify="left", header_style="bold", box=None, pad_edge=False)
-    for name in columns:
-        t.add_column(name, justify="right" if name in right else "left", overflow="fold")
+    for i, name in enumerate(columns):  # only the last column wraps
+        t.add_column(name, justify="right" if name in right else "left", overflow="fold",
+                     no_wrap=i < len(columns) - 1)
     for row in rows:
         t.add_row(*("" if v is None else str(v) for v in row))
     return t
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 def hexdump(data: bytes, base: int = 0) -> Iterable[str]:
