@@ -200,6 +200,17 @@ def _task_id(entry: Message, name: str) -> int:
     return ns[0] if ns else 0
 
 
+@dataclass(frozen=True)
+class Thread:
+    tid: int
+    core: Message   # core-<tid>.img: thread_info (registers) and thread_core
+
+    @property
+    def comm(self) -> str:
+        tc = self.core.thread_core
+        return tc.comm if self.core.HasField("thread_core") and tc.comm else self.core.tc.comm
+
+
 @dataclass(eq=False)
 class Task:
     """A process of the dump: pstree entry plus its per-task images, decoded on demand."""
@@ -230,6 +241,11 @@ class Task:
 
     def thread_core(self, tid: int) -> Message:
         return self.dump.first(f"core-{tid}")
+
+    @property
+    def thread_list(self) -> list[Thread]:
+        """Each thread with its own core image (registers, signals, name)."""
+        return [Thread(tid, self.thread_core(tid)) for tid in self.threads]
 
     @property
     def comm(self) -> str:

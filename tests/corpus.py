@@ -59,7 +59,7 @@ def image_files() -> list[Path]:
     """Every file in every image directory (raw ones included)."""
     files = []
     for scenario in scenario_dirs():
-        folders = sorted(scenario.glob("images*")) + [scenario / "extracted" / "checkpoint"]
+        folders = [*sorted(scenario.glob("images*")), scenario / "extracted" / "checkpoint"]
         for folder in (f for f in folders if f.is_dir()):
             files += sorted(f for f in folder.iterdir() if f.is_file() and f.name != "parent")
     return files
