@@ -18,7 +18,7 @@ from .jsonout import write_document
 EXIT_OK, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
 
 # Modules of imgtool/commands/ that add subcommands.
-COMMAND_MODULES: list[str] = ["inspect"]
+COMMAND_MODULES: list[str] = ["inspect", "diff", "check", "mem"]
 
 
 class UsageError(ImgtoolError):
@@ -140,7 +140,11 @@ def _quiet_broken_pipe() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after "--" is passed through (criu restore options for check/restore).
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[:len(argv) - len(extra) - (1 if "--" in argv else 0)])
+    args.extra = extra
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

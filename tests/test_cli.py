@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from corpus import SAMPLES
 from imgtool.cli import main
+
+from corpus import SAMPLES
 
 FDS = SAMPLES / "fds"
 

@@ -7,11 +7,12 @@ import json
 
 import pytest
 
-from corpus import Golden, golden_files, image_files
 from imgtool import magic
 from imgtool.errors import RawImageError, UnknownMagicError
 from imgtool.image import Image, encode_dict
 from imgtool.jsonout import write_document
+
+from corpus import Golden, golden_files, image_files
 
 GOLDEN = golden_files()
 

@@ -6,12 +6,13 @@ import re
 from pathlib import Path
 
 import pytest
-from corpus import scenario_dirs
 
 import imgtool
 from imgtool.cli import main
 from imgtool.errors import MissingImageError
 from imgtool.explore import EXPLORERS
+
+from corpus import scenario_dirs
 
 SECTION = re.compile(r"===== \$ crit x (\S+) (\w+)\n(.*?)(?=\n===== |\Z)", re.S)
 

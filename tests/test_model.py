@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import imgtool
+
 from corpus import CORPUS, SAMPLES
 
 needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"team corpus not found at {CORPUS}")

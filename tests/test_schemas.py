@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from corpus import ROOT
 from imgtool import magic
 from imgtool.convert import to_dict
 from imgtool.pb import message_class
 from imgtool.registry import KINDS
+
+from corpus import ROOT
 
 sys.path.insert(0, str(ROOT / "scripts"))
 

@@ -1,0 +1,202 @@
+"""Offline checks: is the dump complete and self-consistent?  (No host access.)"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from .. import magic
+from ..dump import Dump
+from ..errors import ImgtoolError, RawImageError
+from ..explore import pagemap_runs
+from ..image import Image
+from ..pagemap import PE_PARENT, PE_PRESENT
+from . import ERROR, INFO, WARNING, Context, Finding, check
+
+AT_PAGESZ = 6
+
+
+def page_size(dump: Dump) -> int:
+    """Page size from the root task's saved auxv (AT_PAGESZ); 4096 when absent."""
+    task = dump.root_task
+    auxv = list(task.mm.mm_saved_auxv) if task is not None and task.mm is not None else []
+    pairs = dict(zip(auxv[::2], auxv[1::2], strict=False))
+    return pairs.get(AT_PAGESZ) or 4096
+
+
+@check("inventory")
+def inventory(ctx: Context) -> Iterator[Finding]:
+    dump = ctx.dump
+    if dump.image("inventory") is None:
+        yield Finding(ERROR, "image-missing", "inventory.img is missing: not a complete CRIU dump",
+                      "point at the directory criu dump wrote", "inventory.img")
+        return
+    inv = dump.inventory
+    if inv.HasField("pre_dump_mode") or dump.image("pstree") is None:
+        yield Finding(ERROR, "image-predump", "this is a pre-dump (memory only, no pstree.img): not restorable",
+                      "restore the final dump that names this directory as its parent", "inventory.img")
+        return
+    if not inv.fdinfo_per_id:
+        yield Finding(ERROR, "image-too-old", "images predate fdinfo_per_id: criu says 'Too old image'",
+                      "restore with the CRIU release that made the dump", "inventory.img")
+    if inv.img_version not in (1, 2):
+        yield Finding(ERROR, "image-version", f"unsupported image version {inv.img_version}",
+                      "restore with the CRIU release that made the dump", "inventory.img")
+    if inv.HasField("root_cg_set") and inv.root_cg_set == 0:
+        yield Finding(ERROR, "image-cgset", "root cgroup set is 0: criu says 'Corrupted root cgset'",
+                      "take a new dump", "inventory.img")
+
+
+@check("every image decodes")
+def every_image_decodes(ctx: Context) -> Iterator[Finding]:
+    for path in sorted(ctx.dump.path.iterdir()):
+        if not path.is_file() or path.name in ("parent", "descriptors.json") or magic.raw_kind(path.name):
+            continue
+        try:
+            with Image.open(path) as image:
+                image.count()
+        except RawImageError:
+            continue
+        except ImgtoolError as exc:
+            yield Finding(ERROR, "image-corrupt", str(exc), "the dump is damaged; take a new dump", path.name)
+
+
+@check("per-task images")
+def per_task_images(ctx: Context) -> Iterator[Finding]:
+    dump = ctx.dump
+    if dump.image("pstree") is None:
+        return
+    for task in dump.tasks:
+        needed = [f"core-{tid}" for tid in task.threads] + [f"ids-{task.pid}"]
+        if task.state != "zombie":
+            needed += [f"mm-{task.pid}", f"fs-{task.pid}", f"pagemap-{task.pid}"]
+        for name in needed:
+            if dump.image(name) is None:
+                yield Finding(ERROR, "image-missing", f"{name}.img is missing for task {task.pid}",
+                              "the dump is incomplete; take a new dump", f"{name}.img")
+        if dump.image(f"ids-{task.pid}") is not None and dump.image(f"fdinfo-{task.ids.files_id}") is None:
+            yield Finding(ERROR, "image-missing", f"fdinfo-{task.ids.files_id}.img is missing for task {task.pid}",
+                          "the dump is incomplete; take a new dump", f"fdinfo-{task.ids.files_id}.img")
+
+
+@check("fds refer to files.img")
+def fds_resolve(ctx: Context) -> Iterator[Finding]:
+    dump = ctx.dump
+    if dump.image("pstree") is None:
+        return
+    known = {e.id for e in dump.entries("files")}
+    for task in dump.tasks:
+        image = f"fdinfo-{task.ids.files_id}" if dump.image(f"ids-{task.pid}") else None
+        for index, entry in enumerate(dump.entries(image) if image else []):
+            if entry.id not in known:
+                yield Finding(ERROR, "image-dangling-fd", f"fd {entry.fd} of task {task.pid} refers to file id "
+                              f"{entry.id}, which files.img does not have", "take a new dump", f"{image}.img", index)
+
+
+def _present_pages(dump: Dump, name: str) -> tuple[int | None, int]:
+    """(pages_id, number of PE_PRESENT pages) of a pagemap image."""
+    image = dump.image(name)
+    head = next(image.entries(), None) if image is not None else None
+    if head is None:
+        return None, 0
+    pid_part = name.removeprefix("pagemap-")
+    runs = pagemap_runs(dump, int(pid_part)) if pid_part.isdigit() else _shmem_runs(image, head)
+    return head.message.pages_id, sum(pages for _, pages, flags in runs if flags & PE_PRESENT)
+
+
+def _shmem_runs(image: Image, head) -> Iterator[tuple[int, int, int]]:
+    from .. import pagemap
+
+    for item in pagemap.read(image._view, head.end, image.header.byteorder, image.path, 1):
+        cols = item if isinstance(item, pagemap.Columns) else pagemap.Columns(
+            *([getattr(item, n)] if item.HasField(n) else [] for n in pagemap.FIELDS))
+        yield from zip(cols.vaddr, cols.pages(), cols.effective_flags(), strict=True)
+
+
+@check("pages files match pagemaps")
+def pages_sizes(ctx: Context) -> Iterator[Finding]:
+    dump = ctx.dump
+    size = page_size(dump) if dump.image("pstree") is not None else 4096
+    for name in dump.files_named("pagemap-"):
+        stem = name.removesuffix(".img")
+        pages_id, present = _present_pages(dump, stem)
+        if pages_id is None:
+            continue
+        pages = dump.path / f"pages-{pages_id}.img"
+        expected = present * size
+        if not pages.is_file():
+            if expected:
+                yield Finding(ERROR, "image-pages-missing", f"{name} needs pages-{pages_id}.img "
+                              f"({expected} bytes), which is missing", "take a new dump", name)
+            continue
+        actual = pages.stat().st_size
+        if actual < expected:
+            yield Finding(ERROR, "image-pages-short", f"pages-{pages_id}.img has {actual} bytes but {name} "
+                          f"says {expected}: criu's restorer would spin forever at 100% CPU",
+                          "the pages file is truncated; take a new dump", pages.name)
+        elif actual > expected:
+            yield Finding(WARNING, "image-pages-long", f"pages-{pages_id}.img has {actual - expected} bytes more "
+                          f"than {name} accounts for (a pagemap entry lost?)", "take a new dump", pages.name)
+
+
+@check("parent chain")
+def parent_chain(ctx: Context) -> Iterator[Finding]:
+    dump = ctx.dump
+    if dump.image("pstree") is None:
+        return
+    needs_parent = [(t.pid, v, n) for t in dump.tasks for v, n, f in pagemap_runs(dump, t.pid) if f & PE_PARENT]
+    if not needs_parent:
+        return
+    parent = dump.parent
+    if parent is None:
+        yield Finding(ERROR, "image-parent-missing", f"{len(needs_parent)} pagemap runs are in the parent dump, "
+                      "but there is no usable 'parent' link", "restore next to the parent dump directory "
+                      "(keep the relative 'parent' link valid)", "parent")
+        return
+    yield Finding(INFO, "image-parent", f"incremental dump: {len(needs_parent)} runs come from {parent.path}")
+    for pid, vaddr, pages in needs_parent:
+        missing = _missing_in_chain(parent, pid, vaddr, pages)
+        if missing:
+            yield Finding(ERROR, "image-parent-range", f"task {pid}: {missing} pages at {vaddr:#x} are marked "
+                          "in-parent but no parent dump holds them", "take a full (non-incremental) dump",
+                          f"pagemap-{pid}.img")
+
+
+def _missing_in_chain(dump: Dump | None, pid: int, vaddr: int, pages: int) -> int:
+    """How many of ``pages`` pages at ``vaddr`` no dump of the chain has present."""
+    if dump is None:
+        return pages
+    runs = sorted(pagemap_runs(dump, pid))
+    missing, end = 0, vaddr + pages * 4096
+    cursor = vaddr
+    for start, count, flags in runs:
+        stop = start + count * 4096
+        if stop <= cursor or start >= end:
+            continue
+        if start > cursor:
+            missing += (start - cursor) // 4096
+        lo, hi = max(start, cursor), min(stop, end)
+        if not flags & PE_PRESENT:
+            missing += _missing_in_chain(dump.parent, pid, lo, (hi - lo) // 4096) if flags & PE_PARENT else 0
+        cursor = hi
+    if cursor < end:
+        missing += (end - cursor) // 4096
+    return missing
+
+
+@check("ghost files")
+def ghost_files(ctx: Context) -> Iterator[Finding]:
+    dump = ctx.dump
+    for index, remap in enumerate(dump.entries("remap-fpath")):
+        if remap.remap_type == 1 and dump.image(f"ghost-file-{remap.remap_id}") is None:
+            path = dump.file_table.path(remap.orig_id) or f"file id {remap.orig_id}"
+            yield Finding(ERROR, "image-ghost-missing", f"deleted file {path} needs ghost-file-{remap.remap_id}.img, "
+                          "which is missing", "take a new dump", "remap-fpath.img", index)
+
+
+@check("shared memory contents")
+def shmem_images(ctx: Context) -> Iterator[Finding]:
+    dump = ctx.dump
+    for index, inode in enumerate(dump.entries("memfd")):
+        if inode.size and dump.image(f"pagemap-shmem-{inode.shmid}") is None:
+            yield Finding(WARNING, "image-shmem-missing", f"memfd {inode.name!r} ({inode.size} bytes) has no "
+                          f"pagemap-shmem-{inode.shmid}.img: it restores empty", "take a new dump", "memfd.img", index)
