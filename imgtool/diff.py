@@ -167,12 +167,12 @@ def task_key(task: Task, cmdline: Callable[[Task], list[str]] | None = None) -> 
 
 def match_tasks(a: Dump, b: Dump, cmdline: Callable[[Task], list[str]] | None = None
                 ) -> list[TaskMatch]:
-    """Pair tasks: by pid when both dumps have it with the same comm, else by stable key."""
+    """Pair tasks: by pid when both dumps have it, else by a stable key (comm, cmdline, tree position)."""
     b_by_pid = {t.pid: t for t in b.tasks}
     matches, left_a = [], []
     for task in a.tasks:
         other = b_by_pid.get(task.pid)
-        if other is not None and other.comm == task.comm:
+        if other is not None:
             matches.append(TaskMatch(task.pid, other.pid, "pid"))
             del b_by_pid[task.pid]
         else:
