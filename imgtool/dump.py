@@ -45,7 +45,8 @@ class Dump:
     def __init__(self, images: Path, *, root: Path | None = None, parent_of: Dump | None = None,
                  metadata: dict[str, Any] | None = None, cleanup: Any = None) -> None:
         self.path = images                 # the CRIU image directory
-        self.root = root or images         # what the user named (archive contents root, docker dir...)
+        self.root = root or images         # archive contents root, docker checkpoint dir...
+        self.source = self.root            # what the user named (set by open())
         self.metadata = metadata or {}     # container engine files (config.dump, spec.dump...)
         self._child = parent_of
         self._cleanup = cleanup
@@ -61,11 +62,14 @@ class Dump:
             raise MissingImageError(f"{path}: no such file or directory")
         if path.is_dir():
             images = find_image_dir(path)
-            return cls(images, root=path, metadata=_engine_metadata(images.parent if images != path else path))
-        from . import archive  # only archives need it
+            dump = cls(images, root=path, metadata=_engine_metadata(images.parent if images != path else path))
+        else:
+            from . import archive  # only archives need it
 
-        extracted = archive.extract(path)
-        return cls(extracted.images, root=extracted.root, metadata=extracted.metadata, cleanup=extracted)
+            extracted = archive.extract(path)
+            dump = cls(extracted.images, root=extracted.root, metadata=extracted.metadata, cleanup=extracted)
+        dump.source = path
+        return dump
 
     def close(self) -> None:
         for image in self._images.values():

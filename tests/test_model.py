@@ -107,3 +107,22 @@ def test_podman_export_dir_exposes_container_metadata() -> None:
 def test_missing_dir_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(imgtool.ImgtoolError, match="no CRIU image directory"):
         imgtool.open(tmp_path)
+
+
+@needs_corpus
+def test_podman_archive_opens_in_a_private_temp_dir(capsys: pytest.CaptureFixture[str]) -> None:
+    import tempfile
+
+    from imgtool.cli import main
+
+    archive = CORPUS / "podman" / "checkpoint.tar.gz"  # zstd inside, whatever the name says
+    before = set(Path(tempfile.gettempdir()).glob("imgtool-*"))
+    with imgtool.open(archive) as dump:
+        unpacked = dump.root
+        assert unpacked.name.startswith("imgtool-") and dump.path == unpacked / "checkpoint"
+        assert dump.metadata["config.dump"]["name"] == "corpus-pod"
+        assert [t.comm for t in dump.tasks] == ["sh", "sleep"]
+    assert not unpacked.exists()
+    assert main(["summary", str(archive), "--json"]) == 0
+    assert '"name": "corpus-pod"' in capsys.readouterr().out
+    assert set(Path(tempfile.gettempdir()).glob("imgtool-*")) == before

@@ -134,7 +134,7 @@ def summarize(dump: Dump) -> dict[str, Any]:
         container = {k: config.get(k) for k in ("id", "name", "rootfsImageName", "rootfsImage", "ociRuntime",
                                                  "createdTime", "checkpointedTime") if config.get(k)}
     return {
-        "path": str(dump.path), "container": container,
+        "path": str(dump.source), "images": str(dump.path), "container": container,
         "inventory": {"img_version": inv.img_version,
                       "lsm": inv.DESCRIPTOR.fields_by_name["lsmtype"].enum_type.values_by_number[inv.lsmtype].name,
                       "pre_dump": inv.HasField("pre_dump_mode"), "tcp_close": inv.tcp_close,
