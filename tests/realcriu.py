@@ -1,0 +1,306 @@
+"""Test harness for the real CRIU: find a usable criu, dump a live process, restore it.
+
+Getting CRIU: ``scripts/get-criu.sh`` (as root) builds CRIU >= 4.1 into ``$IMGTOOL_CRIU_CACHE`` (default
+``~/.cache/imgtool/criu/<version>/criu``); :func:`criu_binary` finds it there (or takes ``IMGTOOL_CRIU``).
+:func:`require_criu` skips the calling test with the specific reason when no usable criu exists (not root, none
+built, too old, ``criu check`` fails). With ``IMGTOOL_REQUIRE_CRIU=1`` (CI, after get-criu.sh) those reasons fail
+the test instead, so real-CRIU coverage cannot vanish silently.
+
+Readiness protocol (:func:`dump_process`): the program runs detached from the test's terminal (its own session
+unless ``setsid=False``, stdin ``/dev/null``, stdout and stderr appended to ``<images_dir>.out`` beside the images
+dir), sets itself up, then writes a line ``READY`` to stdout, flushed, and waits to be dumped. Lines before READY
+are the program's report (``DumpedProcess.report``). tests/programs/holder.c follows this protocol.
+
+PIDs: ``criu restore`` recreates the tasks with their original PIDs, so a PID must be free again before its dump
+is restored. ``criu dump`` kills the dumped tree when it succeeds (unless ``--leave-running``); dump_process then
+reaps the dumped process (it is our child: until reaped its zombie keeps the PID). After a failed dump, or with
+``--leave-running``, the process is still alive: ``DumpedProcess.kill()`` it before restoring. Restoring the same
+images twice likewise needs ``RestoreResult.kill()`` in between. restore() makes this process a child subreaper
+(PR_SET_CHILD_SUBREAPER), so restored trees, detached by ``--restore-detached``, are re-parented to us rather
+than to PID 1 (which need not reap anything) and kill() reaps them.
+
+Clean-up: every process started or restored here is registered; :func:`kill_all` (call it at fixture teardown;
+it also runs at interpreter exit) SIGKILLs and reaps whatever is still alive.
+
+Other caveats: without ``setsid`` the program shares pytest's session and process group, which criu refuses
+unless given ``--shell-job`` on dump and restore (the same is needed when a tty is involved). A restore log
+line ``Error (criu/util.c:...): rlimit: Can't setup RLIMIT_NOFILE for self`` is harmless. Regular files the
+process has open must still exist at restore time with the size they had at dump (CRIU checks it): the output
+file is written only before READY, so it does not change after the dump.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+MIN_VERSION = (4, 1)
+READY = "READY"
+REPO = Path(__file__).resolve().parents[1]
+GET_CRIU = REPO / "scripts" / "get-criu.sh"
+HOLDER_SRC = Path(__file__).resolve().parent / "programs" / "holder.c"
+PR_SET_CHILD_SUBREAPER = 36
+
+_live: list[DumpedProcess | RestoreResult] = []
+
+
+# -- finding criu ----------------------------------------------------------------------------------------------
+
+def cache_dir() -> Path:
+    """Where scripts/get-criu.sh builds CRIU (the same default)."""
+    env = os.environ.get("IMGTOOL_CRIU_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "imgtool" / "criu"
+
+
+def criu_version(criu: str | os.PathLike[str]) -> tuple[int, ...] | None:
+    """The version `criu --version` reports, or None when it does not run."""
+    try:
+        out = subprocess.run([os.fspath(criu), "--version"], capture_output=True, text=True, timeout=10,
+                             stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    found = re.search(r"^Version:\s*(\d+(?:\.\d+)*)", out.stdout, re.M)
+    return tuple(int(x) for x in found.group(1).split(".")) if out.returncode == 0 and found else None
+
+
+def _version_key(path: Path) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", path.parent.name))
+
+
+def criu_binary() -> Path | None:
+    """IMGTOOL_CRIU if set, else the newest working build in the get-criu.sh cache, else `criu` on PATH if >= 4.1."""
+    if env := os.environ.get("IMGTOOL_CRIU"):
+        return Path(env)
+    for built in sorted(cache_dir().glob("*/criu"), key=_version_key, reverse=True):
+        if criu_version(built):
+            return built
+    on_path = shutil.which("criu")
+    if on_path and (criu_version(on_path) or ()) >= MIN_VERSION:
+        return Path(on_path)
+    return None
+
+
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
+@cache
+def _unusable_reason() -> tuple[Path | None, str | None, bool]:
+    """(criu, why it cannot be used, whether that is a configuration error that must fail rather than skip)."""
+    if os.geteuid() != 0:
+        return None, f"real-CRIU tests need root (criu dump/restore need CAP_SYS_ADMIN); euid is {os.geteuid()}", False
+    criu = criu_binary()
+    if criu is None:
+        on_path = shutil.which("criu")
+        seen = f"; {on_path} is {_dotted(criu_version(on_path) or (0,))}" if on_path else ""
+        return None, (f"no CRIU >= {_dotted(MIN_VERSION)}: run {GET_CRIU.relative_to(REPO)} (builds one into "
+                      f"{cache_dir()}) or set IMGTOOL_CRIU{seen}"), False
+    version = criu_version(criu)
+    if version is None:
+        return criu, f"IMGTOOL_CRIU={criu}: `--version` does not run", True
+    if version < MIN_VERSION:
+        return criu, f"IMGTOOL_CRIU={criu} is CRIU {_dotted(version)}, need >= {_dotted(MIN_VERSION)}", True
+    check = subprocess.run([criu, "check"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    if "Looks good" not in check.stdout + check.stderr:
+        tail = " | ".join((check.stdout + check.stderr).strip().splitlines()[-3:])
+        return criu, f"`{criu} check` fails on this kernel (exit {check.returncode}): {tail}", False
+    return criu, None, False
+
+
+def require_criu() -> Path:
+    """The usable criu binary, or skip the test saying exactly why there is none (fail under IMGTOOL_REQUIRE_CRIU)."""
+    criu, reason, config_error = _unusable_reason()
+    if reason is None and criu is not None:
+        return criu
+    if config_error or os.environ.get("IMGTOOL_REQUIRE_CRIU"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+def build_holder(dest_dir: Path) -> Path:
+    """Compile tests/programs/holder.c into dest_dir with `cc` (skip when there is no C compiler)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler (cc) to build tests/programs/holder.c")
+    out = dest_dir / "holder"
+    built = subprocess.run([cc, "-O1", "-Wall", "-o", out, HOLDER_SRC], capture_output=True, text=True)
+    if built.returncode:
+        pytest.fail(f"cc {HOLDER_SRC} failed:\n{built.stderr}", pytrace=False)
+    return out
+
+
+# -- processes ------------------------------------------------------------------------------------------------
+
+def _state(pid: int) -> str | None:
+    """The /proc state letter of pid (Z for a zombie), None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _kill_and_reap(pid: int, timeout: float = 10.0) -> None:
+    """SIGKILL pid and wait until its PID is free (reaped by us if it is our child)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    try:
+        os.waitpid(pid, 0)
+        return
+    except ChildProcessError:
+        pass
+    deadline = time.monotonic() + timeout
+    while _state(pid) not in (None, "Z") and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _become_subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def kill_all() -> None:
+    """Kill and reap every process dump_process started or restore restored that is still around."""
+    while _live:
+        _live.pop().kill()
+
+
+atexit.register(kill_all)
+
+
+@dataclass
+class DumpedProcess:
+    argv: list[str]
+    pid: int
+    images: Path
+    log: Path                  # criu's dump.log (in the images dir)
+    output: Path               # the program's stdout+stderr
+    report: list[str]          # the program's lines before READY
+    returncode: int | None = None   # criu dump's exit status (None: not run yet)
+    stdout: str = ""
+    stderr: str = ""
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL the program (if criu left it running) and reap it, freeing its PID."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait()
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], output: Path, timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = output.read_text(errors="replace").splitlines()
+        if READY in lines:
+            return lines[: lines.index(READY)]
+        said = "\n".join(lines)
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited ({proc.returncode}) before printing {READY}:\n{said}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{proc.args!r} printed no {READY} line within {timeout}s:\n{said}")
+        time.sleep(0.01)
+
+
+def dump_process(criu: Path, argv: Sequence[str | os.PathLike[str]], images_dir: Path,
+                 extra_opts: Sequence[str] = (), cwd: Path | None = None, env: Mapping[str, str] | None = None,
+                 setsid: bool = True, ready_timeout: float = 10.0, timeout: float = 60.0) -> DumpedProcess:
+    """Start argv detached, wait for its READY line, `criu dump` it into images_dir; reap it if criu killed it.
+
+    Never raises for a failing dump: look at `.returncode` / `.log_text()`. Raises if the program does not get
+    ready. The program is registered for kill_all() either way.
+    """
+    images_dir = Path(images_dir).absolute()
+    images_dir.mkdir(parents=True, exist_ok=True)
+    output = images_dir.with_name(images_dir.name + ".out")
+    output.write_bytes(b"")
+    with output.open("ab") as out:
+        proc = subprocess.Popen([os.fspath(a) for a in argv], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                cwd=cwd, env=env, start_new_session=setsid)
+    dumped = DumpedProcess([os.fspath(a) for a in argv], proc.pid, images_dir, images_dir / "dump.log", output, [],
+                           proc=proc)
+    _live.append(dumped)
+    dumped.report = _wait_ready(proc, output, ready_timeout)
+    cmd = [os.fspath(criu), "dump", "-t", str(proc.pid), "-D", os.fspath(images_dir), "-o", "dump.log", "-v4",
+           *extra_opts]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    dumped.returncode, dumped.stdout, dumped.stderr = done.returncode, done.stdout, done.stderr
+    if done.returncode == 0 and "--leave-running" not in extra_opts and "-R" not in extra_opts:
+        try:
+            proc.wait(timeout=10)   # criu killed it; reap the zombie so its PID is free for restore
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"pid {proc.pid} still running after a successful criu dump") from None
+    return dumped
+
+
+# -- restore --------------------------------------------------------------------------------------------------
+
+@dataclass
+class RestoreResult:
+    images: Path
+    log: Path                  # criu's restore.log (in the images dir)
+    returncode: int
+    pid: int | None            # root of the restored tree (from --pidfile), None if criu did not write it
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def alive(self) -> bool:
+        return self.pid is not None and _state(self.pid) not in (None, "Z")
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL the restored root task and reap it (idempotent)."""
+        if self.pid is not None:
+            _kill_and_reap(self.pid)
+            self.pid = None
+
+
+def restore(criu: Path, images_dir: Path, extra_opts: Sequence[str] = (), pidfile: Path | None = None,
+            timeout: float = 60.0) -> RestoreResult:
+    """`criu restore --restore-detached` from images_dir; never raises for a failing restore (see `.returncode`).
+
+    The restored process is registered for kill_all(); the PIDs of the dump must be free (see the module doc).
+    """
+    images_dir = Path(images_dir).absolute()
+    pidfile = Path(pidfile or images_dir.with_name(images_dir.name + ".restored.pid")).absolute()
+    pidfile.unlink(missing_ok=True)
+    _become_subreaper()
+    cmd = [os.fspath(criu), "restore", "-D", os.fspath(images_dir), "-o", "restore.log", "-v4",
+           "--restore-detached", "--pidfile", os.fspath(pidfile), *extra_opts]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    text = pidfile.read_text().strip() if pidfile.exists() else ""
+    result = RestoreResult(images_dir, images_dir / "restore.log", done.returncode, int(text) if text else None,
+                           done.stdout, done.stderr)
+    _live.append(result)
+    return result
