@@ -18,7 +18,7 @@ from .jsonout import write_document
 EXIT_OK, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
 
 # Modules of imgtool/commands/ that add subcommands.
-COMMAND_MODULES: list[str] = ["inspect", "diff", "check", "mem"]
+COMMAND_MODULES: list[str] = ["inspect", "diff", "check", "mem", "explain"]
 
 
 class UsageError(ImgtoolError):

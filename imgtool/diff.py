@@ -50,6 +50,9 @@ class Change:
 
     def __str__(self) -> str:
         where = " › ".join(self.path)
+        if self.facet == "memory" and isinstance(self.new, dict):
+            shown = ("changed", "added", "removed", "moved to parent")
+            return f"{where}: " + ", ".join(f"{self.new[k]} {k}" for k in shown if self.new.get(k))
         if self.kind == "changed":
             return f"{where}: {_short(self.old)} → {_short(self.new)}"
         return f"{where}: {self.kind}" + (f" ({_short(self.new if self.kind == 'added' else self.old)})"
@@ -353,7 +356,7 @@ def _ignored(change: Change, patterns: Iterable[str]) -> bool:
 def compare(a: Dump, b: Dump, *, only: Iterable[str] | None = None, pids: Iterable[int] | None = None,
             ignore: Iterable[str] = DEFAULT_IGNORE, memory: Callable[..., Iterator[Change]] | None = None
             ) -> DumpDiff:
-    """Compare two dumps.  ``memory`` is the page-level comparer (see memdiff), when wanted."""
+    """Compare two dumps.  ``memory`` replaces the default page-level comparer (memdiff.MemoryComparer)."""
     facets = set(only or DEFAULT_FACETS)
     unknown = facets - set(FACETS)
     if unknown:
@@ -361,7 +364,13 @@ def compare(a: Dump, b: Dump, *, only: Iterable[str] | None = None, pids: Iterab
 
         raise ImgtoolError(f"unknown facet(s) {', '.join(sorted(unknown))}; choose from {', '.join(FACETS)}")
     wanted = set(pids) if pids is not None else None
+    if "memory" in facets and memory is None:
+        from .memdiff import MemoryComparer
+
+        memory = MemoryComparer()
     result = DumpDiff(str(a.path), str(b.path))
+    if a.image("pstree") is None or b.image("pstree") is None:  # a pre-dump: memory only
+        return _compare_predump(a, b, result, wanted, memory, ignore)
     result.matches = match_tasks(a, b)
     changes: list[Change] = []
     by_pid_a, by_pid_b = {t.pid: t for t in a.tasks}, {t.pid: t for t in b.tasks}
@@ -379,6 +388,30 @@ def compare(a: Dump, b: Dump, *, only: Iterable[str] | None = None, pids: Iterab
                 changes += memory(ta, tb)
     if wanted is None:
         changes += _dump_facets(a, b, facets)
+    ignore = list(ignore)
+    result.changes = [c for c in changes if not _ignored(c, ignore)]
+    return result
+
+
+def _pagemap_pids(dump: Dump) -> list[int]:
+    names = (n.removeprefix("pagemap-").removesuffix(".img") for n in dump.files_named("pagemap-"))
+    return sorted(int(n) for n in names if n.isdigit())
+
+
+def _compare_predump(a: Dump, b: Dump, result: DumpDiff, wanted: set[int] | None,
+                     memory: Callable[..., Iterator[Change]] | None, ignore: Iterable[str]) -> DumpDiff:
+    """A pre-dump has only pagemaps: match tasks by pid and compare their memory."""
+    pids_a, pids_b = set(_pagemap_pids(a)), set(_pagemap_pids(b))
+    result.matches = [TaskMatch(p if p in pids_a else None, p if p in pids_b else None,
+                                "pid" if p in pids_a and p in pids_b else "unmatched")
+                      for p in sorted(pids_a | pids_b)]
+    changes: list[Change] = []
+    for match in result.matches:
+        if match.how != "pid" or (wanted is not None and match.a not in wanted) or memory is None:
+            continue
+        ta = a.task(match.a) if a.image("pstree") is not None else None
+        tb = b.task(match.b) if b.image("pstree") is not None else None
+        changes += memory(ta, tb, a_dump=a, b_dump=b, pid=match.a)
     ignore = list(ignore)
     result.changes = [c for c in changes if not _ignored(c, ignore)]
     return result

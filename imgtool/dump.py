@@ -14,13 +14,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
 
 from .errors import ImgtoolError, MissingImageError
 from .files import Fd, FileTable, task_fds
 from .image import Image
+
+if TYPE_CHECKING:
+    from .memory import AddressSpace
 
 PARENT_LINK = "parent"  # criu/image.c: CR_PARENT_LINK
 
@@ -72,6 +75,9 @@ class Dump:
         return dump
 
     def close(self) -> None:
+        from . import memory
+
+        memory.release(self)
         for image in self._images.values():
             if image is not None:
                 image.close()
@@ -296,6 +302,25 @@ class Task:
     @property
     def parent(self) -> Task | None:
         return next((t for t in self.dump.tasks if t.pid == self.ppid), None)
+
+    @cached_property
+    def memory(self) -> AddressSpace:
+        """The task's address space: VMAs and the dumped bytes behind them."""
+        from .memory import address_space
+
+        return address_space(self)
+
+    @property
+    def cmdline(self) -> list[str]:
+        from .memory import cmdline
+
+        return cmdline(self.memory)
+
+    @property
+    def environ(self) -> list[str]:
+        from .memory import environ
+
+        return environ(self.memory)
 
     @cached_property
     def fds(self) -> list[Fd]:

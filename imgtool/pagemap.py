@@ -70,12 +70,13 @@ class Columns:
         return self.nr_pages or self.compat_nr_pages
 
     def effective_flags(self) -> list[int]:
-        """Flags as CRIU reads them (pagemap.c): absent flags mean PE_PRESENT, in_parent PE_PARENT."""
-        if self.flags:
-            return self.flags
-        if self.in_parent:
-            return [PE_PARENT if p else PE_PRESENT for p in self.in_parent]
-        return [PE_PRESENT] * len(self)
+        """Flags as CRIU reads them (init_compat_pagemap_entry): in_parent adds PE_PARENT;
+        without flags an entry is PE_PRESENT unless in_parent."""
+        flags = self.flags or [0 if self.in_parent else PE_PRESENT] * len(self)
+        if not self.in_parent:
+            return flags
+        return [f | PE_PARENT if p else (f if self.flags else PE_PRESENT) for f, p in zip(flags, self.in_parent,
+                                                                                          strict=True)]
 
 
 def _regular_run(view: memoryview, pos: int, stop: int, order: str) -> tuple[list[bytes], int]:
@@ -106,7 +107,10 @@ def _tiling_prefix(view: memoryview, pos: int, frames: list[bytes], order: str) 
 
 
 def _columns(payloads: list[bytes]) -> Columns | None:
-    cols = _COLUMNS.FromString(b"".join(payloads))
+    try:
+        cols = _COLUMNS.FromString(b"".join(payloads))
+    except PbDecodeError:  # e.g. an over-long varint: let the per-entry path report it
+        return None
     n = len(payloads)
     lists = [list(getattr(cols, name)) for name in FIELDS]
     if any(len(col) not in (0, n) for col in lists) or len(lists[0]) != n:

@@ -1,0 +1,207 @@
+"""Page-level comparison of two tasks' memory, streamed from the mmapped pages files.
+
+Both address spaces are walked in address order as extents (address range →
+slice of a pages file).  Where both dumps have data, large pieces are
+compared in one C call (``hmac.compare_digest`` on the mapped views, no
+copy) and only a differing piece is split into pages; a page that the newer
+dump keeps in its parent image ("moved to parent") is the same bytes by
+construction.  Nothing is held in memory beyond one piece; mapped pages are
+released as the walk goes, so RSS stays flat.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .diff import Change
+from .dump import Dump, Task
+from .memory import DEFAULT_PAGE_SIZE, ExtentIndex, Vma, address_space, memory_of
+
+PIECE = 1 << 20          # bytes compared per call
+RANGES_PER_PAGE = 16     # at most this many changed byte ranges listed per page
+
+
+@dataclass
+class Bucket:
+    """Totals for one VMA (or for memory outside any known VMA)."""
+
+    counts: Counter = field(default_factory=Counter)
+    changed_pages: list[int] = field(default_factory=list)
+    ranges: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+
+
+@dataclass
+class Side:
+    """One task's memory as the comparer needs it."""
+
+    extents: ExtentIndex
+    vmas: list[Vma]
+    page_size: int
+    own_dir: Path            # pages files outside it are in a parent dump
+
+
+def side_of(dump: Dump, task: Task | None, pid: int) -> Side | None:
+    """The memory of ``pid``: from its address space, or (pre-dumps) from its pagemap alone."""
+    if task is not None and task.mm is not None:
+        space = task.memory
+        return Side(space._extents, space.vmas, space.page_size, dump.path.resolve())
+    index = memory_of(dump).index(f"pagemap-{pid}", DEFAULT_PAGE_SIZE)
+    return Side(index, [], DEFAULT_PAGE_SIZE, dump.path.resolve()) if index is not None else None
+
+
+Piece = tuple[int, int, object, int]   # start, end, pages file, file offset
+
+
+def _pieces(index: ExtentIndex) -> Iterator[Piece]:
+    files = index.files
+    for start, end, file_id, offset in zip(index.starts, index.ends, index.file_ids, index.offsets, strict=True):
+        yield start, end, files[file_id], offset
+
+
+def _overlay(a: ExtentIndex, b: ExtentIndex) -> Iterator[tuple[int, int, tuple | None, tuple | None]]:
+    """Split the union of both extent lists into pieces: (lo, hi, (file, offset) in a or None, same for b)."""
+    ia, ib = _pieces(a), _pieces(b)
+    ca, cb = next(ia, None), next(ib, None)
+    while ca is not None or cb is not None:
+        current = [x for x in (ca, cb) if x is not None]
+        lo = min(x[0] for x in current)
+        hi = min([x[1] for x in current if x[0] <= lo] + [x[0] for x in current if x[0] > lo])
+        pa = (ca[2], ca[3] + lo - ca[0]) if ca is not None and ca[0] <= lo else None
+        pb = (cb[2], cb[3] + lo - cb[0]) if cb is not None and cb[0] <= lo else None
+        yield lo, hi, pa, pb
+        ca, cb = _advance(ca, ia, hi), _advance(cb, ib, hi)
+
+
+def _advance(current: Piece | None, rest: Iterator[Piece], hi: int) -> Piece | None:
+    """The current extent with everything below ``hi`` consumed."""
+    if current is None:
+        return None
+    if current[1] <= hi:
+        return next(rest, None)
+    if current[0] < hi:
+        return (hi, current[1], current[2], current[3] + hi - current[0])
+    return current
+
+
+def _byte_ranges(old: memoryview, new: memoryview) -> list[tuple[int, int]]:
+    """Differing [lo, hi) byte ranges within one page (64-byte blocks first, then bytes)."""
+    ranges: list[tuple[int, int]] = []
+    for block in range(0, len(old), 64):
+        a, b = old[block:block + 64], new[block:block + 64]
+        if hmac.compare_digest(a, b):
+            continue
+        for i in range(len(a)):
+            if a[i] != b[i]:
+                if ranges and ranges[-1][1] == block + i:
+                    ranges[-1] = (ranges[-1][0], block + i + 1)
+                else:
+                    ranges.append((block + i, block + i + 1))
+        if len(ranges) >= RANGES_PER_PAGE:
+            break
+    return ranges[:RANGES_PER_PAGE]
+
+
+class MemoryComparer:
+    """Callable for ``diff.compare(memory=...)``: yields one Change per VMA whose pages differ."""
+
+    def __init__(self, *, page_ranges: bool = False, progress: bool = False) -> None:
+        self.page_ranges = page_ranges
+        self.progress = progress
+
+    def __call__(self, ta: Task | None, tb: Task | None, *, a_dump: Dump | None = None, b_dump: Dump | None = None,
+                 pid: int | None = None) -> Iterator[Change]:
+        a_dump = a_dump or ta.dump
+        b_dump = b_dump or tb.dump
+        side_a = side_of(a_dump, ta, pid if ta is None else ta.pid)
+        side_b = side_of(b_dump, tb, pid if tb is None else tb.pid)
+        if side_a is None or side_b is None:
+            return
+        label = f"task {ta.pid if ta else pid}" if (ta and tb and ta.pid == tb.pid) or not (ta and tb) \
+            else f"task {ta.pid}→{tb.pid}"
+        buckets = self.compare(side_a, side_b)
+        for (start, end), bucket in sorted(buckets.items()):
+            counts = {k: v for k, v in bucket.counts.items() if k != "equal"}
+            if not any(counts.get(k) for k in ("changed", "added", "removed")):
+                continue
+            detail = {**counts, "equal": bucket.counts["equal"], "changed_pages": bucket.changed_pages}
+            if self.page_ranges:
+                detail["byte_ranges"] = {f"{addr:#x}": r for addr, r in bucket.ranges.items()}
+            where = f"vma {start:x}-{end:x}" if start is not None else "outside known VMAs"
+            yield Change("memory", (label, where, "pages"), "changed", None, detail)
+
+    def compare(self, a: Side, b: Side) -> dict[tuple, Bucket]:
+        page = b.page_size
+        vmas = b.vmas or a.vmas
+        starts = [v.start for v in vmas]
+        buckets: dict[tuple, Bucket] = {}
+        bar = _Progress(self.progress, b.extents.covered() + a.extents.covered())
+        for lo, hi, pa, pb in _overlay(a.extents, b.extents):
+            for piece in range(lo, hi, PIECE):
+                stop = min(hi, piece + PIECE)
+                pieces = (pa and (pa[0], pa[1] + piece - lo), pb and (pb[0], pb[1] + piece - lo))
+                self._piece(piece, stop, *pieces, page, b.own_dir, buckets, vmas, starts)
+                bar.advance(2 * (stop - piece) if pa and pb else stop - piece)
+        for side in (a, b):
+            for pages in side.extents.files:
+                pages.release()
+        bar.close()
+        return buckets
+
+    def _piece(self, lo: int, hi: int, pa, pb, page: int, own_dir: Path, buckets, vmas, starts) -> None:
+        npages = (hi - lo) // page
+        bucket = _bucket(buckets, vmas, starts, lo)
+        if pa is None:
+            bucket.counts["added"] += npages
+            return
+        if pb is None:
+            bucket.counts["removed"] += npages
+            return
+        (fa, oa), (fb, ob) = pa, pb
+        in_parent = fb.path.parent.resolve() != own_dir
+        if oa == ob and (fa is fb or fa.path.resolve() == fb.path.resolve()):  # the very same bytes
+            bucket.counts["moved to parent" if in_parent else "equal"] += npages
+            return
+        va, vb = fa.view[oa:oa + hi - lo], fb.view[ob:ob + hi - lo]
+        if hmac.compare_digest(va, vb):
+            bucket.counts["equal"] += npages
+            return
+        for off in range(0, hi - lo, page):
+            old, new = va[off:off + page], vb[off:off + page]
+            target = _bucket(buckets, vmas, starts, lo + off)
+            if hmac.compare_digest(old, new):
+                target.counts["equal"] += 1
+                continue
+            target.counts["changed"] += 1
+            target.changed_pages.append(lo + off)
+            if self.page_ranges:
+                target.ranges[lo + off] = _byte_ranges(old, new)
+
+
+def _bucket(buckets: dict[tuple, Bucket], vmas: list[Vma], starts: list[int], addr: int) -> Bucket:
+    from bisect import bisect_right
+
+    i = bisect_right(starts, addr) - 1
+    key = (vmas[i].start, vmas[i].end) if i >= 0 and addr < vmas[i].end else (None, None)
+    return buckets.setdefault(key, Bucket())
+
+
+class _Progress:
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.bar = None
+        if enabled and total > (256 << 20):
+            from .render import progress
+
+            self.bar, self.task = progress(total, "comparing memory")
+            self.bar.start()
+
+    def advance(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task, n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -1,0 +1,302 @@
+"""Search process memory for bytes, strings or regular expressions; extract ranges to files.
+
+Only dumped data is scanned: each run of address-contiguous dumped bytes
+(``AddressSpace.runs()``) on its own, so a match never spans a gap.  A run is
+cut into windows of ``chunk`` bytes; a window is searched together with the
+``overlap`` bytes after it (needle length - 1 for literals, a configurable
+window for regexes) and only matches STARTING inside the window are kept,
+so a match across a window boundary is found exactly once (volatility3's
+scanner contract).
+
+A window lying inside one extent is searched in place: ``mmap.find`` /
+``re.finditer`` on the mmapped pages file, no copy.  Only windows that cross
+extent seams (pages from different files or offsets) are copied, at most
+``chunk + overlap`` bytes.  The pages files' mappings are dropped
+(MADV_DONTNEED; the page cache keeps the data) after every 8 MiB scanned, so
+RSS stays flat however large the dump.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Protocol
+
+from .errors import ImgtoolError
+from .memory import AddressSpace, Extent, Run, Vma, address_space
+
+if TYPE_CHECKING:
+    from .dump import Dump
+
+CHUNK = 8 << 20              # bytes searched per window
+RELEASE_EVERY = 8 << 20      # scanned bytes between MADV_DONTNEED of the pages files
+PROGRESS_EVERY = 1 << 20     # scanned bytes between progress reports
+DIRECT_MIN = 64 << 10        # an extent span this long (or a chunk, if smaller) is searched in place
+REGEX_WINDOW = 4096          # default longest regex match, in bytes
+
+Buffer = bytes | bytearray
+
+
+class SearchError(ImgtoolError):
+    """A search pattern cannot be used."""
+
+
+# -- patterns -----------------------------------------------------------------------
+
+
+class Pattern(Protocol):
+    overlap: int     # bytes a match may reach past the window it starts in
+
+    def finditer(self, buf: Buffer, start: int, stop: int) -> Iterator[tuple[int, int]]:
+        """(start, end) offsets in ``buf`` of matches inside ``buf[start:stop]``, in order."""
+        ...
+
+    def resume(self, start: int, end: int) -> int:
+        """Where the next match may start after one at ``[start, end)``."""
+        ...
+
+
+class Literal:
+    """A byte string; every occurrence is reported, overlapping ones too."""
+
+    def __init__(self, needle: bytes) -> None:
+        if not needle:
+            raise SearchError("the search string is empty")
+        self.needle = needle
+        self.overlap = len(needle) - 1
+
+    def __repr__(self) -> str:
+        return f"Literal({self.needle!r})"
+
+    def finditer(self, buf: Buffer, start: int, stop: int) -> Iterator[tuple[int, int]]:
+        needle, find, size = self.needle, buf.find, len(self.needle)
+        at = find(needle, start, stop)
+        while at >= 0:
+            yield at, at + size
+            at = find(needle, at + 1, stop)
+
+    def resume(self, start: int, end: int) -> int:
+        return start + 1
+
+
+class Regex:
+    """A bytes regular expression (DOTALL); matches longer than ``window`` bytes are cut there.
+
+    Matches do not overlap, as with ``re.finditer`` over the whole run.
+    """
+
+    def __init__(self, pattern: bytes | str, window: int = REGEX_WINDOW, flags: int = re.DOTALL) -> None:
+        if isinstance(pattern, str):
+            pattern = pattern.encode("utf-8", "surrogateescape")
+        try:
+            self.regex = re.compile(pattern, flags)
+        except re.error as exc:
+            raise SearchError(f"invalid regular expression {pattern!r}: {exc}") from None
+        if window < 1:
+            raise SearchError("the regex window must be at least 1 byte")
+        self.overlap = window
+
+    def __repr__(self) -> str:
+        return f"Regex({self.regex.pattern!r})"
+
+    def finditer(self, buf: Buffer, start: int, stop: int) -> Iterator[tuple[int, int]]:
+        for match in self.regex.finditer(buf, start, stop):
+            yield match.span()
+
+    def resume(self, start: int, end: int) -> int:
+        return end if end > start else start + 1
+
+
+def any_of(needles: Iterable[bytes]) -> Regex:
+    """Several literals at once (alternation); the overlap is the longest needle - 1."""
+    needles = sorted(set(needles), key=len, reverse=True)
+    if not needles or not all(needles):
+        raise SearchError("give at least one non-empty search string")
+    return Regex(b"|".join(map(re.escape, needles)), window=max(1, len(needles[0]) - 1))
+
+
+# -- scanning -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One match: where it is and what surrounds it (context stops at the run's ends)."""
+
+    pid: int
+    vaddr: int
+    vma: Vma | None
+    match: bytes
+    before: bytes
+    after: bytes
+    file: str          # pages file holding the first byte (maybe in a parent dump)
+    offset: int        # its offset there
+
+    @property
+    def length(self) -> int:
+        return len(self.match)
+
+    def to_json(self) -> dict[str, object]:
+        return {"pid": self.pid, "vaddr": self.vaddr, "length": self.length,
+                "vma": self.vma.to_json() if self.vma is not None else None,
+                "match": self.match.hex(), "before": self.before.hex(), "after": self.after.hex(),
+                "file": self.file, "offset": self.offset}
+
+
+class _Meter:
+    """Counts scanned bytes: reports progress every MiB and releases the pages files every RELEASE_EVERY."""
+
+    def __init__(self, space: AddressSpace, progress: Callable[[int], None] | None) -> None:
+        self.space, self.progress = space, progress
+        self.unreported = self.unreleased = 0
+
+    def add(self, size: int) -> None:
+        self.unreported += size
+        self.unreleased += size
+        if self.unreported >= PROGRESS_EVERY:
+            self._report()
+        if self.unreleased >= RELEASE_EVERY:
+            self._release()
+
+    def _report(self) -> None:
+        if self.progress is not None and self.unreported:
+            self.progress(self.unreported)
+        self.unreported = 0
+
+    def _release(self) -> None:
+        for pages in self.space.files:
+            pages.release()
+        self.unreleased = 0
+
+    def flush(self) -> None:
+        self._report()
+        self._release()
+
+
+def _windows(run: Run, overlap: int, chunk: int) -> Iterator[tuple[Buffer, int, int, int]]:
+    """(buffer, buffer offset of ``pos``, pos, stop) per window; the buffer holds ``[pos, stop + overlap)``
+    clipped to the run.  In-place windows index the pages file itself.
+    """
+    extents, end = run.extents, run.end
+    direct_min = max(overlap + 1, min(chunk, DIRECT_MIN))
+    i, pos = 0, run.vaddr
+    while pos < end:
+        while extents[i].end <= pos:
+            i += 1
+        ext = extents[i]
+        last = ext.end == end                       # no seam ahead: searching in place is always possible
+        direct_stop = end if last else ext.end - overlap
+        if last or direct_stop - pos >= direct_min:
+            stop = min(pos + chunk, direct_stop)
+            yield ext.pages.data, ext.offset + pos - ext.vaddr, pos, stop
+        else:
+            stop = _copy_stop(extents, i, min(pos + chunk, end), overlap + direct_min)
+            yield _gather(extents, i, pos, min(stop + overlap, end)), 0, pos, stop
+        pos = stop
+
+
+def _copy_stop(extents: tuple[Extent, ...], i: int, limit: int, big: int) -> int:
+    """Where a copied window ends: ``limit``, or earlier where an extent big enough to search in place starts."""
+    for j in range(i + 1, len(extents)):
+        ext = extents[j]
+        if ext.vaddr >= limit:
+            break
+        if ext.length >= big:
+            return ext.vaddr
+    return limit
+
+
+def _gather(extents: tuple[Extent, ...], i: int, lo: int, hi: int) -> bytearray:
+    out = bytearray(hi - lo)
+    for j in range(i, len(extents)):
+        ext = extents[j]
+        if ext.vaddr >= hi:
+            break
+        start, stop = max(ext.vaddr, lo), min(ext.end, hi)
+        src = ext.offset + start - ext.vaddr
+        out[start - lo:stop - lo] = ext.pages.view[src:src + stop - start]
+    return out
+
+
+def scan_run(run: Run, pattern: Pattern, chunk: int = CHUNK, meter: _Meter | None = None) -> Iterator[tuple[int, int]]:
+    """(vaddr, length) of every match inside ``run``."""
+    if len(run.extents) == 1 and run.length <= chunk:   # one window, in place: skip the window machinery
+        ext = run.extents[0]
+        for start, stop_at in pattern.finditer(ext.pages.data, ext.offset, ext.offset + ext.length):
+            yield ext.vaddr + start - ext.offset, stop_at - start
+        if meter is not None:
+            meter.add(ext.length)
+        return
+    end, floor = run.end, run.vaddr
+    for buf, base, pos, stop in _windows(run, pattern.overlap, chunk):
+        limit = base + min(stop + pattern.overlap, end) - pos
+        first = base + max(floor, pos) - pos
+        for start, stop_at in pattern.finditer(buf, first, limit):
+            if start >= base + stop - pos:
+                break
+            vaddr = pos + start - base
+            yield vaddr, stop_at - start
+            floor = pattern.resume(vaddr, vaddr + stop_at - start)
+        if meter is not None:
+            meter.add(stop - pos)
+
+
+def search_space(space: AddressSpace, pattern: Pattern, *, context: int = 16, chunk: int = CHUNK,
+                 progress: Callable[[int], None] | None = None) -> Iterator[Hit]:
+    """Every match in the dumped memory of one task, in address order."""
+    if chunk < 1:
+        raise SearchError("the chunk size must be at least 1 byte")
+    meter = _Meter(space, progress)
+    try:
+        for run in space.runs():
+            for vaddr, length in scan_run(run, pattern, chunk, meter):
+                yield _hit(space, run, vaddr, length, context)
+    finally:
+        meter.flush()
+
+
+def _hit(space: AddressSpace, run: Run, vaddr: int, length: int, context: int) -> Hit:
+    lo, hi = max(run.vaddr, vaddr - context), min(run.end, vaddr + length + context)
+    data = bytes(space.raw(lo, hi - lo))
+    cut, tail = vaddr - lo, vaddr - lo + length
+    pages, offset = space.locate(vaddr) or (None, -1)
+    return Hit(space.pid, vaddr, space.vma_at(vaddr), data[cut:tail], data[:cut], data[tail:],
+               str(pages.path) if pages is not None else "", offset)
+
+
+def spaces(dump: Dump, pids: Iterable[int] | None = None) -> list[AddressSpace]:
+    """Address spaces of the tasks with memory (all, or those in ``pids``, in that order)."""
+    tasks = [dump.task(pid) for pid in pids] if pids is not None else dump.tasks
+    return [address_space(task) for task in tasks if task.mm is not None]
+
+
+def search_dump(dump: Dump, pattern: Pattern, *, pids: Iterable[int] | None = None, context: int = 16,
+                chunk: int = CHUNK, progress: Callable[[int], None] | None = None) -> Iterator[Hit]:
+    """Every match in every task (pstree order), each task's view of shared memory included."""
+    for space in spaces(dump, pids):
+        yield from search_space(space, pattern, context=context, chunk=chunk, progress=progress)
+
+
+# -- extraction ---------------------------------------------------------------------
+
+
+def extract(space: AddressSpace, start: int, end: int, out: IO[bytes], zero_fill: bool = True,
+            chunk: int = CHUNK) -> int:
+    """Write ``[start, end)`` as the process saw it to ``out`` in chunks; return the byte count.
+
+    The whole range is checked first, so nothing is written when it cannot be read.
+    """
+    if end < start:
+        raise SearchError(f"range end {end:#x} is below its start {start:#x}")
+    space.check(start, end - start, zero_fill)
+    meter = _Meter(space, None)
+    for pos in range(start, end, chunk):
+        size = min(chunk, end - pos)
+        out.write(space.raw(pos, size))
+        meter.add(size)
+    meter.flush()
+    return end - start
+
+
+__all__ = ["CHUNK", "Hit", "Literal", "Pattern", "Regex", "SearchError", "any_of", "extract", "scan_run",
+           "search_dump", "search_space", "spaces"]

@@ -1,0 +1,89 @@
+"""Memory contents in the diff: per page changed / added / removed / moved to parent, totals per VMA."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+import imgtool
+from corpus import CORPUS
+from imgtool.diff import compare
+from imgtool.memdiff import MemoryComparer
+from imgtool.synth import SynthTask, SynthVma, build_dump
+
+needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"team corpus not found at {CORPUS}")
+PAGE = 4096
+BASE = 0x7F0000000000
+
+
+def _memory(a: Path, b: Path, **kwargs) -> dict[str, dict]:
+    with imgtool.open(a) as da, imgtool.open(b) as db:
+        result = compare(da, db, only=["memory"], memory=MemoryComparer(**kwargs))
+    return {c.path[1]: c.new for c in result.changes}
+
+
+@needs_corpus
+def test_twice_scenario_changed_pages() -> None:
+    found = _memory(CORPUS / "twice" / "images-a", CORPUS / "twice" / "images-b")
+    region_a = found["vma 7f00bea00000-7f00bf200000"]   # "A anon", its pages 0..15 rewritten
+    assert region_a["changed_pages"] == [0x7F00BEA00000 + i * PAGE for i in range(16)]
+    assert region_a["equal"] == 2048 - 16 and region_a.get("added", 0) == region_a.get("removed", 0) == 0
+    heap = found["vma 556a13dbb000-556a13ddc000"]        # the second malloc'ed secret
+    assert heap.get("added", 0) + heap.get("changed", 0) >= 1
+    assert "vma 7f00be600000-7f00bea00000" not in found   # B (shared) unchanged
+
+
+@needs_corpus
+def test_incremental_pair_shows_the_pages_that_changed() -> None:
+    found = _memory(CORPUS / "incremental" / "images-0", CORPUS / "incremental" / "images-1")
+    region_a = found["vma 7f751d63e000-7f751e641000"]
+    assert region_a["changed_pages"] == [0x7F751D63E000 + i * PAGE for i in range(100, 200)]  # SCENARIO.md
+    assert region_a["moved to parent"] >= 3900   # the rest is kept in images-0 by reference
+
+
+def test_same_dump_is_equal() -> None:
+    from corpus import SAMPLES
+
+    assert _memory(SAMPLES / "fds", SAMPLES / "fds") == {}
+
+
+def _synth(folder: Path, pages: dict[int, bytes], vma_pages: int = 64) -> Path:
+    task = SynthTask(7, "synth", vmas=[SynthVma.anon(BASE, vma_pages * PAGE)], pages=pages)
+    return build_dump(folder, [task])
+
+
+def test_added_removed_changed_and_byte_ranges(tmp_path: Path) -> None:
+    old = {BASE + i * PAGE: b"X%05d" % i for i in range(10)}
+    new = dict(old)
+    new[BASE + 2 * PAGE] = b"X00002-changed"          # bytes 6..13 differ
+    del new[BASE + 5 * PAGE]                           # no longer dumped
+    new[BASE + 20 * PAGE] = b"new page"
+    a, b = _synth(tmp_path / "a", old), _synth(tmp_path / "b", new)
+    (detail,) = _memory(a, b, page_ranges=True).values()
+    assert (detail["changed"], detail["removed"], detail["added"], detail["equal"]) == (1, 1, 1, 8)
+    assert detail["changed_pages"] == [BASE + 2 * PAGE]
+    assert detail["byte_ranges"] == {hex(BASE + 2 * PAGE): [(6, 14)]}
+
+
+def test_memory_comparison_streams(tmp_path: Path) -> None:
+    """64 MiB on each side, every 100th page changed: traced memory stays far below the data size."""
+    count = 16384
+    pattern = bytes(range(256)) * (PAGE // 256)
+
+    def pages(changed: bool):
+        for i in range(count):
+            yield pattern if not (changed and i % 100 == 0) else pattern[::-1]
+
+    def dump(folder: Path, changed: bool) -> Path:
+        task = SynthTask(7, "big", vmas=[SynthVma.anon(BASE, count * PAGE)], pages={BASE: pages(changed)})
+        return build_dump(folder, [task])
+
+    a, b = dump(tmp_path / "a", False), dump(tmp_path / "b", True)
+    tracemalloc.start()
+    (detail,) = _memory(a, b).values()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert detail["changed"] == len(range(0, count, 100)) and detail["equal"] == count - detail["changed"]
+    assert peak < 8 << 20
