@@ -6,7 +6,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from importlib import import_module
 from typing import IO, Any
 
@@ -33,21 +34,29 @@ def _open_input(path: str | None) -> Image:
     return Image.from_stream(sys.stdin.buffer)
 
 
-def _text_output(path: str | None) -> IO[str]:
-    return open(path, "w", encoding="ascii") if path and path != "-" else sys.stdout
-
-
 def cmd_decode(args: argparse.Namespace) -> int:
     with _open_input(args.input) as img:
-        out = _text_output(args.output)
-        try:
-            write_document(out, img.magic, img.json_batches(args.pretty, args.nopl), args.pretty)
-            if out is sys.stdout:
-                out.write("\n")
-        finally:
-            if out is not sys.stdout:
-                out.close()
+        batches = img.json_batches(args.pretty, args.nopl)
+        if not args.output or args.output == "-":
+            write_document(sys.stdout, img.magic, batches, args.pretty)
+            sys.stdout.write("\n")
+            return EXIT_OK
+        with _replacing(args.output, "w") as out:   # no half-written file on error
+            write_document(out, img.magic, batches, args.pretty)
     return EXIT_OK
+
+
+@contextmanager
+def _replacing(path: str, mode: str) -> Iterator[IO[Any]]:
+    """Write to a temp file beside ``path`` and rename it over ``path`` only on success."""
+    tmp = f"{path}.imgtool-tmp"
+    try:
+        with open(tmp, mode) as out:
+            yield out
+        os.replace(tmp, path)
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -73,10 +82,8 @@ def _read_json(path: str | None) -> Any:
 def cmd_encode(args: argparse.Namespace) -> int:
     data = encode_dict(_read_json(args.input))
     if args.output and args.output != "-":
-        tmp = args.output + ".imgtool-tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, args.output)
+        with _replacing(args.output, "wb") as out:
+            out.write(data)
     elif sys.stdout.isatty():
         raise UsageError("refusing to write a binary image to a terminal: use -o FILE or a pipe")
     else:

@@ -14,6 +14,7 @@ per-entry cost is a ListFields() walk and one call per field.
 from __future__ import annotations
 
 import base64
+import binascii
 import ipaddress
 import os
 import quopri
@@ -142,10 +143,20 @@ def _pretty_int(field: FieldDescriptor, hexed: bool) -> Conv | None:
 
 def _bytes_conv(field: FieldDescriptor) -> Conv:
     if _opts(field).conv == "unix_name":
-        def unix_name(v: bytes) -> str:
-            return quopri.encodestring(v).decode()
         return unix_name
     return b64
+
+
+def unix_name(value: bytes) -> str:
+    """crit's quoted-printable text of a unix socket name.
+
+    quopri's text mode rewrites every line break like the first one; for the
+    rare name where that loses bytes, line breaks are quoted too (=0A, =0D).
+    """
+    text = quopri.encodestring(value)
+    if quopri.decodestring(text) != value:
+        text = binascii.b2a_qp(value, quotetabs=False, istext=False)
+    return text.decode()
 
 
 def _value_conv(field: FieldDescriptor, pretty: bool, hexed: bool) -> Conv | None:
@@ -161,7 +172,14 @@ def _value_conv(field: FieldDescriptor, pretty: bool, hexed: bool) -> Conv | Non
         return lambda v: names.get(v, v)
     if t in _INT_TYPES and pretty:
         return _pretty_int(field, hexed)
+    if t == FD.TYPE_STRING:
+        return _text
     return None
+
+
+def _text(value: str | bytes) -> str:
+    """A string field; upb hands back bytes when they are not UTF-8: keep them as surrogate escapes."""
+    return value if isinstance(value, str) else value.decode("utf-8", "surrogateescape")
 
 
 def _ip_text(words: list[int]) -> list[Any]:
@@ -267,6 +285,11 @@ def _scalar_from(field: FieldDescriptor, value: Any) -> Any:
     if t == FD.TYPE_STRING:
         if not isinstance(value, str):
             raise EncodeError(f"field {field.name}: expected a string, got {value!r}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise EncodeError(f"field {field.name}: {value!r} holds bytes that are not UTF-8; protobuf "
+                              "cannot write them back into a string field") from None
         return value
     raise EncodeError(f"field {field.name}: unsupported field type {t}")
 

@@ -24,6 +24,10 @@ class ExtraError(ValueError):
     """An extra payload is inconsistent; the image reader adds file and offset."""
 
 
+class ExtraTruncated(ExtraError):
+    """The data ends before the extra payload does."""
+
+
 def human_size(n: float) -> str:
     """crit's --nopl size text ("4KB", "1.5MB")."""
     for unit in ["", "K", "M", "G", "T", "P", "E", "Z"]:
@@ -39,8 +43,6 @@ def _round_up(n: int, align: int) -> int:
 
 class Extra:
     """Base: a blob of ``length`` bytes shown as base64."""
-
-    nopl_marker = True  # False: --nopl drops the "extra" key instead of "... <size>"
 
     def length(self, msg: Any, rest: memoryview, order: str) -> int | None:
         """Bytes that belong to this entry at the start of ``rest``; None: no extra."""
@@ -62,8 +64,8 @@ class Extra:
 class Sized(Extra):
     """``msg.<field>`` raw bytes: pipe/fifo data (pipes.c), socket queues (sk-queue.c)."""
 
-    def __init__(self, *fields: str, nopl_marker: bool = True) -> None:
-        self.fields, self.nopl_marker = fields, nopl_marker
+    def __init__(self, *fields: str) -> None:
+        self.fields = fields
 
     def length(self, msg: Any, rest: memoryview, order: str) -> int:
         return sum(getattr(msg, f) for f in self.fields)
@@ -86,8 +88,6 @@ class TcpStream(Sized):
 
 class GhostContent(Extra):
     """A ghost file's content when not chunked: everything to the end of the file."""
-
-    nopl_marker = False
 
     def length(self, msg: Any, rest: memoryview, order: str) -> int | None:
         return None if msg.chunks else len(rest)
@@ -125,10 +125,10 @@ class MsgQueue(Extra):
         pos = 0
         for i in range(msg.qnum):
             if len(data) - pos < 4:
-                raise ExtraError(f"message {i} of {msg.qnum}: no room for its size prefix")
+                raise ExtraTruncated(f"message {i} of {msg.qnum}: no room for its size prefix")
             (size,) = size_of.unpack_from(data, pos)
             if size > len(data) - pos - 4:
-                raise ExtraError(f"message {i}: size prefix says {size} bytes, {len(data) - pos - 4} left")
+                raise ExtraTruncated(f"message {i}: size prefix says {size} bytes, {len(data) - pos - 4} left")
             try:
                 head = ipc_msg.FromString(bytes(data[pos + 4:pos + 4 + size]))
             except DecodeError as exc:
@@ -136,7 +136,7 @@ class MsgQueue(Extra):
             start = pos + 4 + size
             pos = start + _round_up(head.msize, 8)
             if pos > len(data):
-                raise ExtraError(f"message {i}: text of {head.msize} bytes runs past the end")
+                raise ExtraTruncated(f"message {i}: text of {head.msize} bytes runs past the end")
             yield size, head, data[start:start + head.msize]
 
     def length(self, msg: Any, rest: memoryview, order: str) -> int:

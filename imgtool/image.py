@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 from . import framing, magic, pagemap
 from .convert import compile_to_dict, from_dict
 from .errors import DecodeError, EncodeError, FormatError, RawImageError, TruncatedError
-from .extras import ExtraError, human_size
+from .extras import Extra, ExtraError, ExtraTruncated, human_size
 from .jsonout import dict_batches, join_items
 from .registry import KINDS, EntrySpec, ImageKind
 
@@ -144,6 +144,8 @@ class Image:
         rest = self._view[pos:]
         try:
             length = entry.spec.extra.length(entry.message, rest, self.header.byteorder)
+        except ExtraTruncated as exc:
+            raise TruncatedError(f"extra payload: {exc}", path=self.path, entry=entry.index, offset=pos) from None
         except ExtraError as exc:
             raise FormatError(f"extra payload: {exc}", path=self.path, entry=entry.index, offset=pos) from None
         if length is None:
@@ -178,7 +180,7 @@ class Image:
         if entry.extra is not None and codec is not None:
             if not nopl:
                 d["extra"] = self._extra_json(entry)
-            elif codec.nopl_marker:
+            else:
                 size = codec.payload_size(entry.message, entry.extra, self.header.byteorder)
                 d["extra"] = f"... <{human_size(size)}>"
         return d
@@ -264,13 +266,27 @@ def encode_entries(kind: str, entries: Iterable[Any], out: IO[bytes], byteorder:
         except Exception as exc:  # protobuf: missing required fields, out-of-range values
             raise EncodeError(f"entry {index}: {exc}") from None
         out.write(framing.build_frame(payload, byteorder))
-        if spec.extra is not None and "extra" in item:
-            if _nopl_marker(item["extra"]):
-                raise EncodeError(f"entry {index}: extra payload was left out (decoded with --nopl)")
-            try:
-                out.write(spec.extra.from_json(msg, item["extra"], byteorder))
-            except EncodeError as exc:
-                raise EncodeError(f"entry {index}: {exc}") from None
+        if spec.extra is not None:
+            out.write(_extra_bytes(spec.extra, msg, item, byteorder, index))
+        elif "extra" in item:
+            raise EncodeError(f"entry {index}: {kind} entries carry no extra payload")
+
+
+def _extra_bytes(codec: Extra, msg: Message, item: dict[str, Any], order: str, index: int) -> bytes:
+    """The raw payload for an entry's "extra", checked against what the entry says follows it."""
+    value = item.get("extra")
+    if _nopl_marker(value):
+        raise EncodeError(f"entry {index}: extra payload was left out (decoded with --nopl)")
+    try:
+        blob = codec.from_json(msg, value, order) if "extra" in item else b""
+        expected = codec.length(msg, memoryview(blob), order)
+    except (EncodeError, ExtraError) as exc:
+        raise EncodeError(f"entry {index}: {exc}") from None
+    if expected is None and blob:
+        raise EncodeError(f"entry {index}: this entry takes no extra payload, {len(blob)} bytes given")
+    if expected is not None and expected != len(blob):
+        raise EncodeError(f"entry {index}: extra payload has {len(blob)} bytes, the entry says {expected}")
+    return blob
 
 
 def encode_dict(document: Any) -> bytes:

@@ -36,6 +36,7 @@ PE_PARENT, PE_LAZY, PE_PRESENT = 1, 2, 4
 FIELDS = ("vaddr", "compat_nr_pages", "in_parent", "flags", "nr_pages")
 
 _CHUNK = 1 << 18
+_SLOW_FRAMES = 64     # frames read one by one after a regular run failed, before trying again
 _V = rb"[\x80-\xff]*[\x00-\x7f]"
 _PAYLOAD = rb"\x08" + _V + rb"\x10" + _V + rb"(?:\x18[\x00\x01])?(?:\x20" + _V + rb")?(?:\x28" + _V + rb")?"
 _FRAME = {
@@ -128,14 +129,17 @@ def read(view: memoryview, pos: int, order: str, path: str, index: int) -> Itera
             yield cols
             index, pos = index + len(cols), stop
             continue
-        for _ in range(max(1, len(payloads))):  # irregular: one message at a time
+        # Irregular: one message at a time, at least _SLOW_FRAMES of them, then until a frame
+        # looks regular again (a cheap anchored match), so a long irregular stretch stays linear.
+        count = 0
+        while pos < end and (count < max(_SLOW_FRAMES, len(payloads)) or not _FRAME[order].match(view, pos)):
             size = framing.read_size(view, pos, order, path=path, index=index)
             try:
                 yield _ENTRY.FromString(view[pos + 4:pos + 4 + size])
             except PbDecodeError as exc:
                 raise DecodeError(f"not a valid pagemap_entry ({exc})", path=path, entry=index,
                                   offset=pos) from None
-            index, pos = index + 1, pos + 4 + size
+            index, pos, count = index + 1, pos + 4 + size, count + 1
 
 
 _TRUE_FALSE = {True: "true", False: "false"}

@@ -58,7 +58,7 @@ _MESSAGES = {
 KINDS: dict[str, ImageKind] = {name: ImageKind(name, _plain(msg)) for name, msg in _MESSAGES.items()}
 KINDS.update({
     "PAGEMAP": ImageKind("PAGEMAP", _plain("pagemap_entry"), first=_plain("pagemap_head")),
-    "GHOST_FILE": ImageKind("GHOST_FILE", _plain("ghost_chunk_entry", Sized("len", nopl_marker=False)),
+    "GHOST_FILE": ImageKind("GHOST_FILE", _plain("ghost_chunk_entry", Sized("len")),
                             first=_plain("ghost_file_entry", GhostContent())),
     "PIPES_DATA": ImageKind("PIPES_DATA", _plain("pipe_data_entry", Sized("bytes"))),
     "FIFO_DATA": ImageKind("FIFO_DATA", _plain("pipe_data_entry", Sized("bytes"))),

@@ -34,9 +34,12 @@ def test_show_nopl_replaces_payloads_by_their_size(capsys: pytest.CaptureFixture
     assert entry["extra"] == f"... <{entry['bytes']}B>"
 
 
-def test_ghost_file_nopl_drops_the_payload(capsys: pytest.CaptureFixture[str]) -> None:
+def test_ghost_file_nopl_marks_the_payload(capsys: pytest.CaptureFixture[str]) -> None:
+    # crit drops ghost contents silently under --nopl; we mark them like every payload, so that
+    # encode can refuse the document instead of writing an empty ghost file.
     assert main(["show", "--nopl", str(FDS / "images" / "ghost-file-1.img")]) == 0
-    assert all("extra" not in e for e in json.loads(capsys.readouterr().out)["entries"])
+    (entry,) = json.loads(capsys.readouterr().out)["entries"]
+    assert entry["extra"] == "... <64B>"
 
 
 def test_info_counts_like_crit(capsys: pytest.CaptureFixture[str]) -> None:
