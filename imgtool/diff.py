@@ -371,7 +371,7 @@ def compare(a: Dump, b: Dump, *, only: Iterable[str] | None = None, pids: Iterab
     result = DumpDiff(str(a.path), str(b.path))
     if a.image("pstree") is None or b.image("pstree") is None:  # a pre-dump: memory only
         return _compare_predump(a, b, result, wanted, memory, ignore)
-    result.matches = match_tasks(a, b)
+    result.matches = match_tasks(a, b, cmdline=lambda t: t.cmdline)
     changes: list[Change] = []
     by_pid_a, by_pid_b = {t.pid: t for t in a.tasks}, {t.pid: t for t in b.tasks}
     for match in result.matches:

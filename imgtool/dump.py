@@ -312,9 +312,15 @@ class Task:
 
     @property
     def cmdline(self) -> list[str]:
+        """argv as the process left it in memory ([] when it cannot be read: zombie, missing pages)."""
         from .memory import cmdline
 
-        return cmdline(self.memory)
+        if self.mm is None:
+            return []
+        try:
+            return cmdline(self.memory)
+        except ImgtoolError:
+            return []
 
     @property
     def environ(self) -> list[str]:

@@ -6,6 +6,7 @@ import argparse
 from collections import Counter
 from typing import Any
 
+from rich.markup import escape
 from rich.tree import Tree
 
 from .. import open as open_dump
@@ -44,7 +45,7 @@ def _tasks(dump: Dump, pid: int | None) -> list[Task]:
 
 def task_json(task: Task) -> dict[str, Any]:
     return {"pid": task.pid, "ppid": task.ppid, "pgid": task.pgid, "sid": task.sid, "comm": task.comm,
-            "state": task.state, "exit_code": task.exit_code, "threads": task.threads}
+            "state": task.state, "exit_code": task.exit_code, "threads": task.threads, "cmdline": task.cmdline}
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
@@ -52,12 +53,13 @@ def cmd_ps(args: argparse.Namespace) -> int:
         if args.json:
             emit_json([task_json(t) for t in dump.tasks])
             return 0
-        tree = Tree(f"[bold]{dump.path}[/]")
+        tree = Tree(f"[bold]{escape(str(dump.source))}[/]")
 
         def add(node: Tree, task: Task) -> None:
             threads = f", {len(task.threads)} threads" if len(task.threads) > 1 else ""
-            child = node.add(f"[bold]{task.pid}[/] {task.comm}  [dim]pgid {task.pgid} sid {task.sid} "
-                             f"{task.state}{threads}[/]")
+            args = escape(" ".join(task.cmdline))
+            child = node.add(f"[bold]{task.pid} {escape(task.comm)}[/]  {args}  [dim]pgid {task.pgid} "
+                             f"sid {task.sid} {task.state}{threads}[/]")
             for kid in task.children:
                 add(child, kid)
 
