@@ -198,12 +198,16 @@ def match_tasks(a: Dump, b: Dump, cmdline: Callable[[Task], list[str]] | None = 
 # ---------------------------------------------------------------- per-task facets
 
 
-def _task_facets(ta: Task, tb: Task, facets: set[str]) -> Iterator[Change]:
+def _task_facets(ta: Task, tb: Task, facets: set[str], pid_map: dict[int, int]) -> Iterator[Change]:
     base = (f"task {ta.pid}" if ta.pid == tb.pid else f"task {ta.pid}→{tb.pid}",)
     if "tasks" in facets:
-        for name in ("comm", "state", "exit_code", "pgid", "sid"):
+        for name in ("comm", "state", "exit_code"):
             if getattr(ta, name) != getattr(tb, name):
                 yield Change("tasks", (*base, name), "changed", getattr(ta, name), getattr(tb, name))
+        for name in ("ppid", "pgid", "sid"):  # pid-valued: compared through the task matching
+            old, new = getattr(ta, name), getattr(tb, name)
+            if pid_map.get(old, old) != new:
+                yield Change("tasks", (*base, name), "changed", old, new)
         if ta.cwd != tb.cwd:
             yield Change("tasks", (*base, "cwd"), "changed", ta.cwd, tb.cwd)
     if "threads" in facets:
@@ -374,6 +378,7 @@ def compare(a: Dump, b: Dump, *, only: Iterable[str] | None = None, pids: Iterab
     result.matches = match_tasks(a, b, cmdline=lambda t: t.cmdline)
     changes: list[Change] = []
     by_pid_a, by_pid_b = {t.pid: t for t in a.tasks}, {t.pid: t for t in b.tasks}
+    pid_map = {m.a: m.b for m in result.matches if m.a is not None and m.b is not None}
     for match in result.matches:
         if wanted is not None and not ({match.a, match.b} & wanted):
             continue
@@ -383,7 +388,7 @@ def compare(a: Dump, b: Dump, *, only: Iterable[str] | None = None, pids: Iterab
             changes.append(Change("tasks", (f"task {match.b}",), "added", None, by_pid_b[match.b].comm))
         elif match.a is not None and match.b is not None:
             ta, tb = by_pid_a[match.a], by_pid_b[match.b]
-            changes += _task_facets(ta, tb, facets)
+            changes += _task_facets(ta, tb, facets, pid_map)
             if "memory" in facets and memory is not None:
                 changes += memory(ta, tb)
     if wanted is None:

@@ -120,3 +120,16 @@ def test_random_edits_are_each_reported_once(tmp_path_factory: pytest.TempPathFa
     reported = sorted(" › ".join(c.path) for c in result.changes)
     expected = sorted(p for name in chosen for p in EDITS[name][2].split("|"))
     assert reported == expected
+
+
+def test_tasks_with_new_pids_are_matched_by_key(tmp_path: Path) -> None:
+    from imgtool.synth import SynthTask, SynthVma, build_dump
+
+    def dump(folder: str, pids: tuple[int, int]) -> Path:
+        vmas = [SynthVma.anon(0x7F0000000000, 4096)]
+        tasks = [SynthTask(pids[0], "server", vmas=vmas), SynthTask(pids[1], "worker", vmas=vmas, ppid=pids[0])]
+        return build_dump(tmp_path / folder, tasks)
+
+    result = _diff(dump("a", (100, 101)), dump("b", (200, 201)), only=["tasks"])
+    assert [(m.a, m.b, m.how) for m in result.matches] == [(100, 200, "key"), (101, 201, "key")]
+    assert result.equal
