@@ -48,7 +48,14 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 @contextmanager
 def _replacing(path: str, mode: str) -> Iterator[IO[Any]]:
-    """Write to a temp file beside ``path`` and rename it over ``path`` only on success."""
+    """Write to a temp file beside ``path`` and rename it over ``path`` only on success.
+
+    Devices, pipes and other non-regular outputs (/dev/null, /dev/stdout) are written directly.
+    """
+    if os.path.exists(path) and not os.path.isfile(path):
+        with open(path, mode) as out:
+            yield out
+        return
     tmp = f"{path}.imgtool-tmp"
     try:
         with open(tmp, mode) as out:

@@ -1,7 +1,9 @@
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import realcriu
 from corpus import CORPUS, SAMPLES
 
 _BEFORE: dict[Path, set[str]] = {}
@@ -25,3 +27,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if added:
             print(f"\nERROR: the test run wrote into {root}: {added[:10]}")
             session.exitstatus = 1
+
+
+# -- real CRIU (tests/realcriu.py): shared by test_realcriu.py and test_faults.py -----------------------------------
+
+@pytest.fixture
+def criu() -> Iterator[Path]:
+    """The usable criu binary (the test skips, saying why, without one); kills what the test left running."""
+    yield realcriu.require_criu()
+    realcriu.kill_all()
+
+
+@pytest.fixture(scope="session")
+def holder_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return realcriu.build_holder(tmp_path_factory.mktemp("holder"))

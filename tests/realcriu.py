@@ -17,13 +17,17 @@ reaps the dumped process (it is our child: until reaped its zombie keeps the PID
 ``--leave-running``, the process is still alive: ``DumpedProcess.kill()`` it before restoring. Restoring the same
 images twice likewise needs ``RestoreResult.kill()`` in between. restore() makes this process a child subreaper
 (PR_SET_CHILD_SUBREAPER), so restored trees, detached by ``--restore-detached``, are re-parented to us rather
-than to PID 1 (which need not reap anything) and kill() reaps them.
+than to PID 1 (which need not reap anything) and kill() reaps them. A restore that outlives its timeout (criu's
+restorer spins forever on a truncated pages file) is not an exception: criu is killed, the tasks it had already
+forked (now our children) are killed too, and the result says ``timed_out``.
 
 Clean-up: every process started or restored here is registered; :func:`kill_all` (call it at fixture teardown;
 it also runs at interpreter exit) SIGKILLs and reaps whatever is still alive.
 
-Other caveats: without ``setsid`` the program shares pytest's session and process group, which criu refuses
-unless given ``--shell-job`` on dump and restore (the same is needed when a tty is involved). A restore log
+Other caveats: without ``setsid`` the program shares pytest's session and process group, which criu dump refuses
+unless given ``--shell-job``; restore needs it too unless criu runs in that same session and process group (as
+restore() runs it, unless ``new_session``), and whenever a tty is involved. A failed restore can leave a task it
+had forked as our zombie: restore() reaps those, or the next restore of the dump finds its pid taken. A restore log
 line ``Error (criu/util.c:...): rlimit: Can't setup RLIMIT_NOFILE for self`` is harmless. Regular files the
 process has open must still exist at restore time with the size they had at dump (CRIU checks it): the output
 file is written only before READY, so it does not change after the dump.
@@ -130,13 +134,13 @@ def require_criu() -> Path:
     pytest.skip(reason)
 
 
-def build_holder(dest_dir: Path) -> Path:
-    """Compile tests/programs/holder.c into dest_dir with `cc` (skip when there is no C compiler)."""
+def build_holder(dest_dir: Path, name: str = "holder", flags: Sequence[str] = ()) -> Path:
+    """Compile tests/programs/holder.c into dest_dir/name with `cc` and extra flags (skip without a C compiler)."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler (cc) to build tests/programs/holder.c")
-    out = dest_dir / "holder"
-    built = subprocess.run([cc, "-O1", "-Wall", "-o", out, HOLDER_SRC], capture_output=True, text=True)
+    out = dest_dir / name
+    built = subprocess.run([cc, "-O1", "-Wall", *flags, "-o", out, HOLDER_SRC], capture_output=True, text=True)
     if built.returncode:
         pytest.fail(f"cc {HOLDER_SRC} failed:\n{built.stderr}", pytrace=False)
     return out
@@ -167,7 +171,8 @@ def _kill_and_reap(pid: int, timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
-def _become_subreaper() -> None:
+def become_subreaper() -> None:
+    """Make this process adopt orphaned descendants (restored trees), so that kill() can reap them."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
@@ -268,6 +273,8 @@ class RestoreResult:
     pid: int | None            # root of the restored tree (from --pidfile), None if criu did not write it
     stdout: str = ""
     stderr: str = ""
+    timed_out: bool = False    # criu did not finish within the timeout and was killed
+    leftovers: dict[int, float] = field(default_factory=dict)   # after a timeout: tasks killed, CPU seconds used
 
     @property
     def ok(self) -> bool:
@@ -287,20 +294,92 @@ class RestoreResult:
 
 
 def restore(criu: Path, images_dir: Path, extra_opts: Sequence[str] = (), pidfile: Path | None = None,
-            timeout: float = 60.0) -> RestoreResult:
+            timeout: float = 60.0, new_session: bool = False) -> RestoreResult:
     """`criu restore --restore-detached` from images_dir; never raises for a failing restore (see `.returncode`).
 
     The restored process is registered for kill_all(); the PIDs of the dump must be free (see the module doc).
+    A restore still running after ``timeout`` seconds is killed with what it restored (``.timed_out``).
+    ``new_session`` runs criu in a session and process group of its own instead of ours.
     """
     images_dir = Path(images_dir).absolute()
     pidfile = Path(pidfile or images_dir.with_name(images_dir.name + ".restored.pid")).absolute()
     pidfile.unlink(missing_ok=True)
-    _become_subreaper()
+    become_subreaper()
     cmd = [os.fspath(criu), "restore", "-D", os.fspath(images_dir), "-o", "restore.log", "-v4",
            "--restore-detached", "--pidfile", os.fspath(pidfile), *extra_opts]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    before = children_of({os.getpid()})
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                              start_new_session=new_session)
+    except subprocess.TimeoutExpired as exc:   # run() has SIGKILLed criu; the tasks it forked are ours now
+        left = _remove_leftovers(_dumped_pids(images_dir), before)
+        return RestoreResult(images_dir, images_dir / "restore.log", -signal.SIGKILL, None, _text(exc.stdout),
+                             _text(exc.stderr), timed_out=True, leftovers=left)
+    if done.returncode != 0:   # a task that died after the fork can stay behind as our zombie
+        _remove_leftovers(_dumped_pids(images_dir), before)
     text = pidfile.read_text().strip() if pidfile.exists() else ""
     result = RestoreResult(images_dir, images_dir / "restore.log", done.returncode, int(text) if text else None,
                            done.stdout, done.stderr)
     _live.append(result)
     return result
+
+
+def adopt(images_dir: Path, pid: int, returncode: int = 0) -> RestoreResult:
+    """Register a tree restored some other way (e.g. through `imgtool restore`) so kill_all() kills it too."""
+    result = RestoreResult(Path(images_dir).absolute(), Path(images_dir).absolute() / "restore.log", returncode, pid)
+    _live.append(result)
+    return result
+
+
+def _text(output: str | bytes | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+
+
+def _dumped_pids(images_dir: Path) -> set[int]:
+    """The pids of pstree.img (criu restore gives the tasks these pids); empty if it cannot be read."""
+    import imgtool
+
+    try:
+        with imgtool.open(images_dir) as dump:
+            return {t.pid for t in dump.tasks}
+    except (imgtool.ImgtoolError, OSError):
+        return set()
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    found = re.search(r"^PPid:\s*(\d+)", status, re.M)
+    return int(found.group(1)) if found else None
+
+
+def children_of(parents: set[int]) -> set[int]:
+    """The pids of the processes (zombies included) whose parent is one of parents."""
+    return {int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _ppid(int(p.name)) in parents}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time pid has used (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")   # utime, stime
+
+
+def _remove_leftovers(pids: set[int], before: set[int]) -> dict[int, float]:
+    """Kill and reap what a failed or killed criu restore left of the dumped tree: those of pids that became our
+    children (as zombies, or orphans still running) or are children of such, never a process that was ours before.
+    Returns the CPU seconds each had used when it was killed.
+    """
+    used: dict[int, float] = {}
+    for _ in range(len(pids) + 1):
+        left = [pid for pid in pids - before if _ppid(pid) in pids | {os.getpid()}]
+        if not left:
+            break
+        for pid in left:
+            used[pid] = _cpu_seconds(pid)
+            _kill_and_reap(pid)
+    return used

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +75,12 @@ def test_encode_of_decode_is_identity_through_pipes(tmp_path: Path, name: str) -
     out = tmp_path / name
     subprocess.run([*cmd, "encode", "-o", str(out)], input=decoded, check=True)
     assert out.read_bytes() == image.read_bytes()
+
+
+def test_output_to_a_device_is_written_in_place(tmp_path: Path) -> None:
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    assert main(["decode", "-i", str(FDS / "images" / "pstree.img"), "-o", str(fifo)]) == 0
+    assert json.loads(reader.communicate(timeout=10)[0])["magic"] == "PSTREE"
+    assert stat.S_ISFIFO(fifo.stat().st_mode)  # not replaced by a regular file

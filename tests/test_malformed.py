@@ -187,7 +187,7 @@ def test_overlong_varint_in_pagemap_entry_columnar_path(tmp_path: Path) -> None:
 def test_string_field_with_invalid_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _write(tmp_path, "utsns-12.img", image_bytes("UTSNS", [b"\x0a\x02\xff\xfe\x12\x01a"]))
     rc = cli.main(["decode", "-i", str(path)])
-    out, err = capsys.readouterr()
+    out, _err = capsys.readouterr()
     # Not UTF-8: kept as surrogate escapes, so the JSON shows \udcff\udcfe instead of crashing.
     assert rc == 0 and json.loads(out)["entries"][0]["nodename"] == "\udcff\udcfe"
     doc = tmp_path / "utsns.json"

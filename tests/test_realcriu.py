@@ -5,25 +5,13 @@ Skipped, with the reason, when no usable CRIU >= 4.1 exists (build one with scri
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 import imgtool
 
 import realcriu
 
-
-@pytest.fixture
-def criu() -> Iterator[Path]:
-    yield realcriu.require_criu()
-    realcriu.kill_all()
-
-
-@pytest.fixture(scope="session")
-def holder_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return realcriu.build_holder(tmp_path_factory.mktemp("holder"))
+# The fixtures criu and holder_binary come from conftest.py.
 
 
 def test_dump_read_restore(criu: Path, holder_binary: Path, tmp_path: Path) -> None:

@@ -5,23 +5,27 @@ from __future__ import annotations
 import os
 import platform
 import re
+import socket
 import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+
+from google.protobuf.message import Message
 
 from ..dump import Dump
 from ..elfid import as_words, build_id
 from ..explore import VMA_FILE_PRIVATE, VMA_FILE_SHARED, VMA_MEMFD, pagemap_runs
 from ..pagemap import PE_PRESENT
 from . import ERROR, INFO, WARNING, Context, Finding, check
-from .images import page_size
+from .images import page_size, unix_sockets
 
 ARCHES = {"X86_64": ("x86_64",), "AARCH64": ("aarch64", "arm64"), "ARM": ("armv7l", "armv6l"),
           "PPC64": ("ppc64le",), "S390": ("s390x",), "MIPS": ("mips64",), "LOONGARCH64": ("loongarch64",),
           "RISCV64": ("riscv64",)}
 O_ACCMODE, O_WRONLY, O_APPEND = 3, 1, 0o2000
 USK_EXTERN = 1
+SOCK_DGRAM = 2
 
 
 def _restorable(dump: Dump) -> bool:
@@ -33,7 +37,9 @@ def _own_namespace(dump: Dump, kind: str) -> bool:
     root = dump.root_task
     inv = dump.inventory
     field = f"{kind}_ns_id"
-    if root is None or not inv.HasField("root_ids") or not root.ids.HasField(field):
+    if root is None or dump.image(f"ids-{root.pid}") is None:
+        return False
+    if not inv.HasField("root_ids") or not root.ids.HasField(field):
         return False
     return getattr(root.ids, field) != getattr(inv.root_ids, field)
 
@@ -45,7 +51,7 @@ def _referenced_files(dump: Dump) -> dict[int, str]:
     """File ids criu opens by path on restore: fds, mapped files, exe, cwd and root."""
     table, ids = dump.file_table, {}
     for task in dump.tasks:
-        for fd in task.fds:
+        for fd in task.fds if dump.image(f"ids-{task.pid}") is not None else []:
             if fd.file.kind == "REG":
                 ids[fd.file.id] = f"fd {fd.fd} of task {task.pid}"
         if task.mm is not None:
@@ -90,12 +96,12 @@ def _check_file(ctx: Context, reg, why: str) -> Iterator[Finding]:
         yield Finding(ERROR, "host-file-size", f"{where} has size {st.st_size}, the dump expects {reg.size}",
                       "criu refuses a file that changed since the dump: put the original back", "files.img")
         return
-    if reg.HasField("size") and reg.build_id and stat.S_ISREG(st.st_mode):
+    if reg.HasField("size") and reg.build_id and stat.S_ISREG(st.st_mode) and _checks_build_id(ctx):
         found = build_id(path)
         if found is not None and as_words(found) != list(reg.build_id):
             yield Finding(ERROR, "host-file-build-id", f"{where} is a different build of the binary (build-ID "
-                          "differs)", "install the exact binary the process ran, or restore on its host",
-                          "files.img")
+                          "differs)", "install the exact binary the process ran, or restore on its host; if it "
+                          "is compatible, pass --file-validation filesize", "files.img")
             return
     if reg.HasField("mode") and st.st_mode != reg.mode:
         skip = ctx.has_option("--skip-file-rwx-check")
@@ -104,6 +110,11 @@ def _check_file(ctx: Context, reg, why: str) -> Iterator[Finding]:
         yield Finding(ERROR, "host-file-mode", f"{where} has mode {st.st_mode:o}, the dump expects {reg.mode:o}",
                       f"chmod {reg.mode & 0o7777:o} {reg.name}" + ("" if skip else " or pass --skip-file-rwx-check"),
                       "files.img", option=None if skip else "--skip-file-rwx-check")
+
+
+def _checks_build_id(ctx: Context) -> bool:
+    """criu restore compares ELF build-IDs unless told --file-validation filesize (files-reg.c:2180)."""
+    return ctx.option_value("--file-validation") != "filesize"
 
 
 # ------------------------------------------------------------------ pids
@@ -151,33 +162,112 @@ def sockets(ctx: Context) -> Iterator[Finding]:
         yield Finding(ERROR, "option-tcp-established", f"{len(established)} connected TCP socket(s) in the dump: "
                       "criu says 'Connected TCP socket in image'", "add --tcp-established (or --tcp-close)",
                       "files.img", option="--tcp-established")
-    external = [e.usk for e in entries if e.HasField("usk") and e.usk.uflags & USK_EXTERN]
-    if external and not ctx.has_option("--ext-unix-sk"):
-        names = ", ".join(u.name.decode("utf-8", "replace") or f"ino {u.ino}" for u in external)
-        yield Finding(ERROR, "option-ext-unix-sk", f"connected to unix socket(s) outside the dump ({names})",
-                      "add --ext-unix-sk and make sure the peer is listening", "files.img", option="--ext-unix-sk")
+    yield from _external_unix(ctx)
+
+
+def _sun_name(usk: Message) -> str:
+    """A unix socket name for messages: the path, or @name for an abstract one."""
+    raw = bytes(usk.name)
+    if raw[:1] == b"\0":
+        return "@" + raw[1:].decode("utf-8", "replace")
+    return raw.rstrip(b"\0").decode("utf-8", "replace")
+
+
+def _external_unix(ctx: Context) -> Iterator[Finding]:
+    """Sockets connected to a peer outside the dump (USK_EXTERN entries), as criu 4.2.1 restores them.
+
+    Every datagram socket gets a fake queuer, whose branch connects it by the peer's name without looking at
+    --ext-unix-sk (sk-unix.c:1869, add_fake_unix_queuers); only other types reach 'External socket found in
+    image' (sk-unix.c:1911). Either way connect() needs the peer bound again ('Can't connect', :1406).
+    """
+    sockets = unix_sockets(ctx.dump)
+    external = {u.ino: u for u in sockets if u.uflags & USK_EXTERN}
+    for usk in (u for u in sockets if u.peer in external and u.ino not in external):
+        peer = external[usk.peer]
+        name = _sun_name(peer) or f"ino {peer.ino}"
+        if usk.type != SOCK_DGRAM and not ctx.has_option("--ext-unix-sk"):
+            yield Finding(ERROR, "option-ext-unix-sk", f"unix socket ino {usk.ino} is connected to {name} outside "
+                          "the dump: criu says 'External socket found in image'", "add --ext-unix-sk and make sure "
+                          "the peer is listening", "files.img", option="--ext-unix-sk")
+        why = _unreachable(ctx, peer, usk.type)
+        if why:
+            yield Finding(ERROR, "host-unix-peer-missing", f"unix socket ino {usk.ino} was connected to {name}, "
+                          f"which {why} here: criu would fail with 'Can't connect'", f"bind {name} again (start "
+                          "the service that owns it) before restoring", "files.img")
+
+
+def _unreachable(ctx: Context, peer: Message, sock_type: int) -> str | None:
+    """Why connect() to the external peer would fail here (None: it would not, or cannot be told)."""
+    raw = bytes(peer.name)
+    if not raw or (raw[:1] != b"\0" and not raw.startswith(b"/")):
+        return None
+    address = raw if raw[:1] == b"\0" else os.fspath(ctx.root / os.fsdecode(raw.rstrip(b"\0")).lstrip("/"))
+    if sock_type != SOCK_DGRAM:   # a stream connect() would reach the listener: only look at the path
+        if isinstance(address, bytes) or Path(address).is_socket():
+            return None
+        return "is not a socket" if Path(address).exists() else "does not exist"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:   # sets a destination, sends nothing
+        try:
+            probe.connect(address)
+        except FileNotFoundError:
+            return "does not exist"
+        except ConnectionRefusedError:
+            return "has no socket bound to it"
+        except OSError as exc:
+            return f"cannot be connected to ({exc.strerror})"
+    return None
 
 
 @check("file locks", kind="host")
 def file_locks(ctx: Context) -> Iterator[Finding]:
-    if ctx.dump.entries("filelocks") and not ctx.has_option("--file-locks", "-l"):
-        yield Finding(ERROR, "option-file-locks", "the dump holds file locks; restoring them needs --file-locks",
-                      "add --file-locks", "filelocks.img", option="--file-locks")
+    """Without --file-locks criu restore skips filelocks.img (file-lock.c:699): it succeeds, locks are gone."""
+    locks = ctx.dump.entries("filelocks")
+    if locks and not ctx.has_option("--file-locks", "-l"):
+        yield Finding(WARNING, "option-file-locks", f"the dump holds {len(locks)} file lock(s): without "
+                      "--file-locks criu restores the process without them", "add --file-locks", "filelocks.img",
+                      option="--file-locks")
 
 
 @check("session and terminal", kind="host")
 def shell_job(ctx: Context) -> Iterator[Finding]:
     dump = ctx.dump
-    if not _restorable(dump):
-        return
-    pids = {t.pid for t in dump.tasks}
     root = dump.root_task
+    if not _restorable(dump) or root is None or ctx.has_option("--shell-job", "-j"):
+        return
     has_tty = bool(dump.entries("tty-info")) or any(e.HasField("tty") for e in dump.entries("files"))
-    outside = root is not None and root.sid not in pids
-    if (outside or has_tty) and not ctx.has_option("--shell-job", "-j"):
-        why = f"its session leader {root.sid} is not in the dump" if outside else "it uses a terminal"
-        yield Finding(ERROR, "option-shell-job", f"dumped as a shell job: {why}", "add --shell-job (and restore "
-                      "from a terminal)", "pstree.img", option="--shell-job")
+    conflict = "it uses a terminal" if has_tty else _session_conflict(dump, os.getsid(0), os.getpgid(0))
+    if conflict:
+        yield Finding(ERROR, "option-shell-job", f"dumped as a shell job: {conflict}", "add --shell-job (and "
+                      "restore from a terminal)", "pstree.img", option="--shell-job")
+    elif root.sid not in {t.pid for t in dump.tasks}:
+        yield Finding(INFO, "option-shell-job", f"dumped as a shell job (session leader {root.sid} is not in the "
+                      "dump): without --shell-job criu restores it into the session criu runs in",
+                      "add --shell-job to restore it as a job of the restoring shell", "pstree.img")
+
+
+def _session_conflict(dump: Dump, here_sid: int, here_pgid: int) -> str | None:
+    """Why restoring without --shell-job from session here_sid, group here_pgid fails (None: it does not).
+
+    criu lets the root task keep the restoring session (restore_sid skips it, cr-restore.c:1380); other tasks
+    must inherit their sid (:1383). A process group led by no dumped task and not criu's own gets a helper
+    task with that pid in the task's session (prepare_pstree_ids, pstree.c:816-846): its pid must be free and
+    the session must be the restoring one.
+    """
+    root, pids = dump.root_task, {t.pid for t in dump.tasks}
+    if root.sid in pids:
+        return None
+    stuck = [t.pid for t in dump.tasks if t is not root and t.sid == root.sid and here_sid != root.sid]
+    if stuck:
+        return f"task {stuck[0]} must keep session {root.sid}, but criu would restore it into session {here_sid}"
+    for task in dump.tasks:
+        if task.pgid in pids or task.pgid in (0, here_pgid):
+            continue
+        if here_sid != task.sid or task.pgid == task.sid:
+            return (f"process group {task.pgid} of task {task.pid} is led by no dumped task, and criu cannot "
+                    f"recreate it in session {task.sid} from session {here_sid}")
+        if Path(f"/proc/{task.pgid}").exists():
+            return f"process group {task.pgid} of task {task.pid} needs pid {task.pgid}, which is in use here"
+    return None
 
 
 @check("external mounts", kind="host")
@@ -202,6 +292,8 @@ def architecture(ctx: Context) -> Iterator[Finding]:
     dump, machine = ctx.dump, platform.machine()
     if not _restorable(dump) or dump.root_task is None:
         return
+    if dump.image(f"core-{dump.root_task.pid}") is None:
+        return   # "per-task images" reports it
     core = dump.root_task.core
     name = core.DESCRIPTOR.fields_by_name["mtype"].enum_type.values_by_number[core.mtype].name
     if machine not in ARCHES.get(name, (name.lower(),)):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from google.protobuf.message import Message
+
 from .. import magic
-from ..dump import Dump
+from ..dump import Dump, Task
 from ..errors import ImgtoolError, RawImageError
 from ..explore import pagemap_runs
 from ..image import Image
@@ -31,9 +33,13 @@ def inventory(ctx: Context) -> Iterator[Finding]:
                       "point at the directory criu dump wrote", "inventory.img")
         return
     inv = dump.inventory
-    if inv.HasField("pre_dump_mode") or dump.image("pstree") is None:
+    if inv.HasField("pre_dump_mode"):   # only criu pre-dump sets it (cr-dump.c:1699; dump clears it, :2168)
         yield Finding(ERROR, "image-predump", "this is a pre-dump (memory only, no pstree.img): not restorable",
                       "restore the final dump that names this directory as its parent", "inventory.img")
+        return
+    if dump.image("pstree") is None:    # criu 4.2.1 reads it as empty and crashes (SIGSEGV)
+        yield Finding(ERROR, "image-missing", "pstree.img is missing: criu cannot restore without the process "
+                      "tree (criu 4.2.1 crashes)", "the dump is incomplete; take a new dump", "pstree.img")
         return
     if not inv.fdinfo_per_id:
         yield Finding(ERROR, "image-too-old", "images predate fdinfo_per_id: criu says 'Too old image'",
@@ -46,10 +52,19 @@ def inventory(ctx: Context) -> Iterator[Finding]:
                       "take a new dump", "inventory.img")
 
 
+def is_image_name(name: str) -> bool:
+    """Whether criu reads a file of this name as an image: ``*.img``, ``stats-*`` or ``irmap-cache``.
+
+    Anything else in the directory (criu's own ``dump.log``/``restore.log`` written there without
+    ``--work-dir``, runc's ``descriptors.json``) is never opened by criu restore.
+    """
+    return name.endswith(".img") or name.startswith("stats-") or name == "irmap-cache"
+
+
 @check("every image decodes")
 def every_image_decodes(ctx: Context) -> Iterator[Finding]:
     for path in sorted(ctx.dump.path.iterdir()):
-        if not path.is_file() or path.name in ("parent", "descriptors.json") or magic.raw_kind(path.name):
+        if not path.is_file() or not is_image_name(path.name) or magic.raw_kind(path.name):
             continue
         try:
             with Image.open(path) as image:
@@ -60,22 +75,33 @@ def every_image_decodes(ctx: Context) -> Iterator[Finding]:
             yield Finding(ERROR, "image-corrupt", str(exc), "the dump is damaged; take a new dump", path.name)
 
 
+def _needed_images(dump: Dump, task: Task) -> list[str]:
+    """The per-task images criu restore fails without (a zombie has no mm, fs or pagemap)."""
+    needed = [f"core-{tid}" for tid in task.threads] + [f"ids-{task.pid}"]
+    zombie = dump.image(f"core-{task.pid}") is not None and task.state == "zombie"
+    return needed if zombie else [*needed, f"mm-{task.pid}", f"fs-{task.pid}", f"pagemap-{task.pid}"]
+
+
 @check("per-task images")
 def per_task_images(ctx: Context) -> Iterator[Finding]:
     dump = ctx.dump
     if dump.image("pstree") is None:
         return
     for task in dump.tasks:
-        needed = [f"core-{tid}" for tid in task.threads] + [f"ids-{task.pid}"]
-        if task.state != "zombie":
-            needed += [f"mm-{task.pid}", f"fs-{task.pid}", f"pagemap-{task.pid}"]
-        for name in needed:
+        for name in _needed_images(dump, task):
             if dump.image(name) is None:
                 yield Finding(ERROR, "image-missing", f"{name}.img is missing for task {task.pid}",
                               "the dump is incomplete; take a new dump", f"{name}.img")
-        if dump.image(f"ids-{task.pid}") is not None and dump.image(f"fdinfo-{task.ids.files_id}") is None:
-            yield Finding(ERROR, "image-missing", f"fdinfo-{task.ids.files_id}.img is missing for task {task.pid}",
-                          "the dump is incomplete; take a new dump", f"fdinfo-{task.ids.files_id}.img")
+        yield from _fdinfo_missing(dump, task)
+
+
+def _fdinfo_missing(dump: Dump, task: Task) -> Iterator[Finding]:
+    """criu opens a missing image as an empty one: without fdinfo-N.img the task comes back with no fds."""
+    if dump.image(f"ids-{task.pid}") is None or dump.image(f"fdinfo-{task.ids.files_id}") is not None:
+        return
+    name = f"fdinfo-{task.ids.files_id}.img"
+    yield Finding(WARNING, "image-fdinfo-missing", f"{name} is missing: criu restores task {task.pid} with no "
+                  "open file descriptors at all (not even 0, 1, 2)", "the dump is incomplete; take a new dump", name)
 
 
 @check("fds refer to files.img")
@@ -133,9 +159,32 @@ def pages_sizes(ctx: Context) -> Iterator[Finding]:
             yield Finding(ERROR, "image-pages-short", f"pages-{pages_id}.img has {actual} bytes but {name} "
                           f"says {expected}: criu's restorer would spin forever at 100% CPU",
                           "the pages file is truncated; take a new dump", pages.name)
-        elif actual > expected:
-            yield Finding(WARNING, "image-pages-long", f"pages-{pages_id}.img has {actual - expected} bytes more "
-                          f"than {name} accounts for (a pagemap entry lost?)", "take a new dump", pages.name)
+        elif actual > expected:   # pages are read at running offsets: all after a lost entry land wrong
+            yield Finding(ERROR, "image-pages-long", f"pages-{pages_id}.img has {actual - expected} bytes more "
+                          f"than {name} accounts for: a pagemap entry is lost, so criu would load the pages "
+                          "after it from the wrong offsets (restore fails or the memory is wrong)",
+                          "take a new dump", pages.name)
+
+
+def unix_sockets(dump: Dump) -> list[Message]:
+    """Every unix socket entry (UnixSkEntry): files.img, or unixsk.img of older dumps."""
+    return [e.usk for e in dump.entries("files") if e.HasField("usk")] + dump.entries("unixsk")
+
+
+@check("unix socket peers")
+def unix_peers(ctx: Context) -> Iterator[Finding]:
+    """A peer ino that no entry has: criu restore fails 'Peer %u unresolved for %u' (sk-unix.c:2285).
+
+    criu dump writes this, without complaint, for a stream connect() to a listener outside the dump that the
+    listener has not accept()ed yet (an in-flight connection, whose peer becomes the listener).
+    """
+    sockets = unix_sockets(ctx.dump)
+    known = {u.ino for u in sockets}
+    for u in sockets:
+        if u.peer and u.peer not in known:
+            yield Finding(ERROR, "image-unix-peer-missing", f"unix socket ino {u.ino} is connected to ino {u.peer}, "
+                          f"which is not in the dump: criu says 'Peer {u.peer} unresolved'", "no criu option restores "
+                          "it: dump again once the connection is closed", "files.img")
 
 
 @check("parent chain")
