@@ -222,6 +222,29 @@ RULES: tuple[Rule, ...] = (
           "A pages-*.img file is shorter than its pagemap says: memory contents are missing from the images.",
           "Copy the pages-*.img files again (the large ones are the usual victims of a cut-short copy or a full "
           "disk), or dump again.", operation="restore"),
+    # protobuf.c:72 with protobuf.c:31: a missing image is opened as an empty one, "(empty-image)"
+    _rule("image-missing", [r"Unexpected EOF on \(empty-image\)"],
+          "A required image file is missing from the dump directory (criu reads a missing image as empty).",
+          "Copy the whole dump directory again; `imgtool check DIR` names the missing image.",
+          operation="restore"),
+    # pie/util-vdso.c:107  "Invalid ELF magic": the restored vDSO page holds other bytes, so pages
+    # were read from the wrong offset (a pagemap entry lost, or pages of another dump)
+    _rule("pages-misplaced", [r"Invalid ELF magic"],
+          "Restored memory is not what was dumped: the vDSO page read back with the wrong bytes, so the "
+          "pagemap and the pages file no longer line up (an entry removed, or a pages file from another dump).",
+          "Copy the dump again; `imgtool check DIR` compares every pagemap with its pages file.",
+          operation="restore"),
+    # sk-unix.c:2285  "FATAL: Peer %u unresolved for %u"
+    _rule("unix-peer-unresolved", [r"FATAL: Peer (?P<peer>\d+) unresolved for (?P<ino>\d+)"],
+          "Unix socket {ino} was connected to socket {peer}, which is neither in the dump nor marked "
+          "external: a connection still in flight to an outside listener cannot be restored.",
+          "Dump again once the peer has accepted the connection (or close it before dumping).",
+          operation="restore"),
+    # sk-unix.c:1406  "Can't connect %d socket"
+    _rule("unix-connect-failed", [r"Can't connect (?P<ino>\d+) socket"],
+          "Unix socket {ino} could not reconnect to its peer: nothing listens at that address on this host.",
+          "Start the peer (bind its socket path) before restoring; it is external to the dump (--ext-unix-sk).",
+          operation="restore"),
     # protobuf.c:72  "Unexpected EOF on %s"; image.c:887  "Unexpected EOF"
     # protobuf.c:76,93  "Read %d bytes while %d expected on %s" / "... expected from %s"
     _rule("image-truncated", [r"Unexpected EOF(?: on (?P<path>\S+))?$",

@@ -209,6 +209,14 @@ CASES = [
     Case("image-truncated", "(00.026001) Error (criu/image.c:887): Unexpected EOF", "dump again"),
     Case("image-truncated", "(00.026001) Error (criu/protobuf.c:93): Read 12 bytes while 200 expected from "
          "mm-4242.img: Success", "imgtool info"),
+    # seen in tests/test_faults.py with the real criu
+    Case("image-missing", "(00.026001) Error (criu/protobuf.c:72): Unexpected EOF on (empty-image)", "imgtool check"),
+    Case("pages-misplaced", "(00.120001) pie: 4242: Error (criu/pie/util-vdso.c:107): Invalid ELF magic",
+         "imgtool check"),
+    Case("unix-peer-unresolved", "(00.031001) Error (criu/sk-unix.c:2285): FATAL: Peer 81234 unresolved for 81233",
+         "peer has accepted"),
+    Case("unix-connect-failed", "(00.031001) Error (criu/sk-unix.c:1406): Can't connect 81233 socket: No such file "
+         "or directory", "--ext-unix-sk"),
     Case("parent-pages-missing", "(00.031001) Error (criu/page-xfer.c:344): page-xfer: Hole 0x7f0000000000 - "
          "0x7f0000010000 not found in parent", "--prev-images-dir", operation="dump"),
     Case("parent-pages-missing", "(00.045001)   4242: Error (criu/pagemap.c:203): Missing 7f0000000000 in parent "
@@ -480,3 +488,4 @@ def test_cli_exit_one_without_verdict(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_cli_exit_two_when_unreadable(tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["explain", str(tmp_path / name)]) == 2
     assert capsys.readouterr().err.startswith("imgtool: error:")
+

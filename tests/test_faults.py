@@ -384,7 +384,8 @@ def test_pagemap_entry_removed(criu: Path, dump_holder: Callable[..., Holder],
     address = int(holder.report("memory")[0], 0)
     removed = drop_pagemap_entry(damaged / f"pagemap-{holder.pid}.img", address)
     assert removed["flags"] & PE_PRESENT
-    expect(attempt("9 pagemap entry removed", criu, damaged, [], capsys), "error:image-pages-long")
+    expect(attempt("9 pagemap entry removed", criu, damaged, [], capsys), "error:image-pages-long",
+           cause="pages-misplaced")
     expect_fixed(attempt("9 pagemap entry: original images", criu, holder.images, [], capsys))
 
 
@@ -400,7 +401,7 @@ def drop_pagemap_entry(path: Path, address: int) -> dict[str, Any]:
 
 
 MISSING = {  # image -> (imgtool check's finding, what criu restore does, imgtool explain's cause)
-    "core": ("error:image-missing", "failed", None),          # explain reads "Unexpected EOF on (empty-image)"
+    "core": ("error:image-missing", "failed", "image-missing"),   # "Unexpected EOF on (empty-image)"
     "fdinfo": ("warning:image-fdinfo-missing", "ok", None),   # criu opens it as empty: no fds at all
     "pstree": ("error:image-missing", "crashed (signal 11)", "no-verdict"),
 }
@@ -487,7 +488,7 @@ def test_external_unix_socket(criu: Path, dump_holder: Callable[..., Holder], ca
         assert "error:option-ext-unix-sk" not in done.row.findings
         expect_fixed(attempt("13 external unix socket", criu, holder.images, ["--ext-unix-sk"], capsys))
     expect(attempt("13 external unix socket, peer gone", criu, holder.images, ["--ext-unix-sk"], capsys),
-           "error:host-unix-peer-missing")
+           "error:host-unix-peer-missing", cause="unix-connect-failed")
     with bound_dgram(peer):
         expect_fixed(attempt("13 external unix socket, peer bound again", criu, holder.images, ["--ext-unix-sk"],
                              capsys))
@@ -502,7 +503,7 @@ def test_unix_connection_in_flight(criu: Path, dump_holder: Callable[..., Holder
         listener.listen(4)
         holder = dump_holder("-u", str(path))
         expect(attempt("13 unix stream in flight to outside", criu, holder.images, ["--ext-unix-sk"], capsys),
-               "error:image-unix-peer-missing")
+               "error:image-unix-peer-missing", cause="unix-peer-unresolved")
 
 
 # -- the table ---------------------------------------------------------------------------------------------------------
