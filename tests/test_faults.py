@@ -273,6 +273,10 @@ def test_open_file_deleted(criu: Path, dump_holder: Callable[..., Holder],
     holder.data.unlink()
     expect(attempt("2 open file deleted", criu, holder.images, [], capsys), "error:host-file-missing",
            cause="file-missing")
+    # imgtool restore refuses, and criu never runs: the pid stays free
+    assert cli.main(["restore", str(holder.images), "--criu", str(criu), "--", "--restore-detached"]) == 1
+    assert "refusing to restore" in capsys.readouterr().err
+    assert not Path(f"/proc/{holder.pid}").exists()
     holder.data.write_text(DATA)
     expect_fixed(attempt("2 open file deleted, put back", criu, holder.images, [], capsys))
 
@@ -351,12 +355,29 @@ def test_pid_taken(criu: Path, dump_holder: Callable[..., Holder], capsys: pytes
 
 # -- 7: a TCP connection -----------------------------------------------------------------------------------------------
 
-def test_tcp_established(criu: Path, dump_holder: Callable[..., Holder], capsys: pytest.CaptureFixture[str]) -> None:
+def test_tcp_established(criu: Path, dump_holder: Callable[..., Holder], capsys: pytest.CaptureFixture[str],
+                         tmp_path: Path) -> None:
     """Dumped with --tcp-established (--network-lock skip: no iptables needed; restore takes it from the images)."""
     holder = dump_holder("-t", dump_opts=["--tcp-established", "--network-lock", "skip"])
     expect(attempt("7 TCP connection, no --tcp-established", criu, holder.images, [], capsys),
            "error:option-tcp-established", cause="tcp-established")
     expect_fixed(attempt("7 TCP connection", criu, holder.images, ["--tcp-established"], capsys))
+    restore_with_auto_options(criu, holder, tmp_path, capsys)
+
+
+def restore_with_auto_options(criu: Path, holder: Holder, work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """imgtool restore --auto-options adds what the checks name (--tcp-established) and the restore succeeds."""
+    pidfile = work / "auto.pid"
+    realcriu.become_subreaper()
+    status = cli.main(["restore", str(holder.images), "--criu", str(criu), "--auto-options", "--",
+                       "--restore-detached", "--pidfile", str(pidfile), "--work-dir", str(work)])
+    restored = realcriu.adopt(holder.images, int(pidfile.read_text())) if pidfile.exists() else None
+    try:
+        assert "adding criu options: --tcp-established" in capsys.readouterr().err
+        assert status == 0 and restored is not None and restored.alive()
+    finally:
+        if restored is not None:
+            restored.kill()
 
 
 # -- 8-10: damaged images ----------------------------------------------------------------------------------------------
