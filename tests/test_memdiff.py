@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 import imgtool
-from corpus import CORPUS
 from imgtool.diff import compare
 from imgtool.memdiff import MemoryComparer
 from imgtool.synth import SynthTask, SynthVma, build_dump
+
+from corpus import CORPUS
 
 needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"team corpus not found at {CORPUS}")
 PAGE = 4096

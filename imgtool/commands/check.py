@@ -12,7 +12,6 @@ from .. import open as open_dump
 from ..checks import ERROR, INFO, WARNING, Context, Finding, run_checks
 from ..checks.host import find_criu
 from ..errors import ImgtoolError
-from ..render import console, emit_json
 
 STYLE = {ERROR: "bold red", WARNING: "yellow", INFO: "dim"}
 
@@ -46,6 +45,8 @@ def _context(args: argparse.Namespace, dump) -> Context:
 
 
 def show(findings: list[Finding], ctx: Context) -> None:
+    from ..render import console
+
     out = console()
     for f in findings:
         where = f" [dim]({f.image}{'' if f.entry is None else f' entry {f.entry}'})[/]" if f.image else ""
@@ -62,6 +63,8 @@ def show(findings: list[Finding], ctx: Context) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from ..render import emit_json
+
     with open_dump(args.dir) as dump:
         ctx = _context(args, dump)
         findings = run_checks(ctx)
@@ -75,6 +78,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    from ..render import console
+
     with open_dump(args.dir) as dump:
         ctx = _context(args, dump)
         findings = run_checks(ctx)

@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 from contextlib import ExitStack
 
-from rich.tree import Tree
-
 from .. import open as open_dump
 from ..diff import DEFAULT_FACETS, DEFAULT_IGNORE, FACETS, DumpDiff, compare
-from ..render import console, emit_json, table
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +27,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    from ..render import emit_json
+
     facets = [f.strip() for f in args.only.split(",")] if args.only else list(DEFAULT_FACETS)
     ignore = list(args.ignore) + ([] if args.no_default_ignore else list(DEFAULT_IGNORE))
     with ExitStack() as stack:
@@ -51,6 +50,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def print_stat(result: DumpDiff) -> None:
+    from ..render import console, table
+
     rows = [(facet, c["added"], c["removed"], c["changed"]) for facet, c in result.stat().items()]
     total = [sum(r[i] for r in rows) for i in (1, 2, 3)]
     out = console()
@@ -59,6 +60,10 @@ def print_stat(result: DumpDiff) -> None:
 
 
 def print_tree(result: DumpDiff) -> None:
+    from rich.tree import Tree
+
+    from ..render import console
+
     out = console()
     if result.equal:
         out.print(f"No differences between {result.a} and {result.b}.")

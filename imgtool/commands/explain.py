@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.markup import escape
-
-from ..explain import Explanation, explain_file
-from ..render import console, emit_json, table
+if TYPE_CHECKING:
+    from ..explain import Explanation
 
 EXIT_OK, EXIT_FAILED = 0, 1  # an unreadable file gives 2 through cli.main's OSError handling
 
@@ -26,6 +24,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    from ..explain import explain_file
+    from ..render import emit_json
+
     explanation = explain_file(args.log)
     if args.json:
         emit_json({"log": args.log, **explanation.to_json()})
@@ -39,6 +40,10 @@ def _detail_text(value: Any) -> str:
 
 
 def print_explanation(log: str, explanation: Explanation) -> None:
+    from rich.markup import escape
+
+    from ..render import console, table
+
     """The explanation for people: verdict headline, then one row per fact."""
     out = console()
     style = _VERDICT_STYLE[explanation.verdict]

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
+from itertools import compress, islice, repeat
+from operator import and_, lt
 from typing import Any
-
-from rich.markup import escape
-from rich.tree import Tree
 
 from .. import open as open_dump
 from ..dump import Dump, Task
-from ..explore import EXPLORERS, pagemap_runs, prot_text, vma_backing
+from ..explore import BATCHED, EXPLORERS, pagemap_batches, pagemap_runs, prot_text, vma_backing
+from ..memory import cmdline_of
 from ..pagemap import PE_LAZY, PE_PARENT, PE_PRESENT
-from ..render import console, emit_json, human_bytes, table
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -34,8 +34,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def cmd_x(args: argparse.Namespace) -> int:
     with open_dump(args.dir) as dump:
-        for line in EXPLORERS[args.what](dump):
-            print(line)
+        if args.what in BATCHED:
+            batches = BATCHED[args.what](dump)
+        else:
+            lines = EXPLORERS[args.what](dump)
+            batches = iter(lambda: list(islice(lines, 4096)), [])
+        for batch in batches:   # what print() per line writes, in fewer calls
+            if batch:
+                sys.stdout.write("\n".join(batch) + "\n")
     return 0
 
 
@@ -45,10 +51,15 @@ def _tasks(dump: Dump, pid: int | None) -> list[Task]:
 
 def task_json(task: Task) -> dict[str, Any]:
     return {"pid": task.pid, "ppid": task.ppid, "pgid": task.pgid, "sid": task.sid, "comm": task.comm,
-            "state": task.state, "exit_code": task.exit_code, "threads": task.threads, "cmdline": task.cmdline}
+            "state": task.state, "exit_code": task.exit_code, "threads": task.threads, "cmdline": cmdline_of(task)}
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    from ..render import console, emit_json
+
     with open_dump(args.dir) as dump:
         if args.json:
             emit_json([task_json(t) for t in dump.tasks])
@@ -57,7 +68,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
         def add(node: Tree, task: Task) -> None:
             threads = f", {len(task.threads)} threads" if len(task.threads) > 1 else ""
-            args = escape(" ".join(task.cmdline))
+            args = escape(" ".join(cmdline_of(task)))
             child = node.add(f"[bold]{task.pid} {escape(task.comm)}[/]  {args}  [dim]pgid {task.pgid} "
                              f"sid {task.sid} {task.state}{threads}[/]")
             for kid in task.children:
@@ -70,6 +81,8 @@ def cmd_ps(args: argparse.Namespace) -> int:
 
 
 def cmd_files(args: argparse.Namespace) -> int:
+    from ..render import console, emit_json, table
+
     with open_dump(args.dir) as dump:
         tasks = _tasks(dump, args.pid)
         if args.json:
@@ -105,6 +118,8 @@ def vma_rows(dump: Dump, task: Task) -> list[dict[str, Any]]:
 
 
 def cmd_maps(args: argparse.Namespace) -> int:
+    from ..render import console, emit_json, table
+
     with open_dump(args.dir) as dump:
         tasks = _tasks(dump, args.pid)
         found = {t.pid: vma_rows(dump, t) for t in tasks}
@@ -127,8 +142,8 @@ def summarize(dump: Dump) -> dict[str, Any]:
     kinds = Counter(fd.file.kind for t in dump.tasks for fd in t.fds)
     pages = Counter()
     for task in dump.tasks:
-        for _, count, flags in pagemap_runs(dump, task.pid):
-            pages["present" if flags & PE_PRESENT else "parent" if flags & PE_PARENT else "lazy"] += count
+        for _, counts, flags in pagemap_batches(dump, task.pid):
+            pages.update(_page_kinds(counts, flags))
     pages_files = sum(p.stat().st_size for p in dump.path.glob("pages-*.img"))
     config = dump.metadata.get("config.dump")
     container = None
@@ -149,7 +164,17 @@ def summarize(dump: Dump) -> dict[str, Any]:
     }
 
 
+def _page_kinds(counts: list[int], flags: list[int]) -> dict[str, int]:
+    """Pages by where they are: "present" (PE_PRESENT set), "parent" (else PE_PARENT), "lazy" (the rest)."""
+    present = list(map(and_, flags, repeat(PE_PRESENT)))
+    parent = sum(compress(counts, map(lt, present, map(and_, flags, repeat(PE_PARENT)))))   # 0 < 1: parent only
+    total, on_disk = sum(counts), sum(compress(counts, present))
+    return {"present": on_disk, "parent": parent, "lazy": total - on_disk - parent}
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
+    from ..render import console, emit_json, human_bytes, table
+
     with open_dump(args.dir) as dump:
         info = summarize(dump)
         if args.json:

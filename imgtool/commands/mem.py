@@ -10,12 +10,9 @@ import argparse
 import sys
 from typing import IO
 
-from rich.markup import escape
-
 from .. import open as open_dump
 from ..cli import EXIT_DIFFERENT, EXIT_OK, UsageError
 from ..memory import AddressSpace, address_space
-from ..render import console, emit_json, hexdump, progress, table
 from ..search import CHUNK, REGEX_WINDOW, Hit, Literal, Pattern, Regex, extract, search_space, spaces
 
 HEXDUMP_CHUNK = 1 << 16
@@ -90,6 +87,8 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 
 def _print_hexdump(space: AddressSpace, addr: int, size: int, zero_fill: bool) -> None:
+    from ..render import hexdump
+
     for pos in range(addr, addr + size, HEXDUMP_CHUNK):
         data = space.read(pos, min(HEXDUMP_CHUNK, addr + size - pos), zero_fill)
         sys.stdout.write("".join(line + "\n" for line in hexdump(data, base=pos)))
@@ -110,6 +109,8 @@ def _pattern(args: argparse.Namespace) -> Pattern:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from ..render import emit_json
+
     pattern = _pattern(args)
     if args.context < 0 or (args.max_count is not None and args.max_count < 1):
         raise UsageError("--context must be >= 0 and --max-count >= 1")
@@ -123,6 +124,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def _collect(targets: list[AddressSpace], pattern: Pattern, args: argparse.Namespace) -> list[Hit]:
+    from ..render import progress
+
     hits: list[Hit] = []
     bar, task = progress(sum(s.dumped_bytes() for s in targets), "searching")
     with bar:
@@ -138,10 +141,14 @@ def _collect(targets: list[AddressSpace], pattern: Pattern, args: argparse.Names
 
 
 def _printable(data: bytes) -> str:
+    from rich.markup import escape
+
     return escape("".join(chr(b) if 32 <= b < 127 else "." for b in data))
 
 
 def _print_hits(hits: list[Hit]) -> None:
+    from ..render import console, table
+
     out = console()
     if not hits:
         out.print("no match", style="dim")
@@ -157,6 +164,10 @@ def _print_hits(hits: list[Hit]) -> None:
 
 
 def cmd_dump(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
+    from ..render import console
+
     addr = parse_number(args.vma, "--vma")
     with open_dump(args.dir) as dump:
         space = address_space(dump.task(args.pid))
