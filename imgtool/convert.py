@@ -235,6 +235,13 @@ def compile_to_dict(desc: Descriptor, pretty: bool, hexed: bool = False) -> Call
     return to_dict
 
 
+def enum_name(msg: Message, field: str) -> str:
+    """The name of an enum field's value (its number as text when the schema does not know it)."""
+    value = getattr(msg, field)
+    known = msg.DESCRIPTOR.fields_by_name[field].enum_type.values_by_number
+    return known[value].name if value in known else str(value)
+
+
 def to_dict(msg: Message, pretty: bool = False) -> dict:
     return compile_to_dict(msg.DESCRIPTOR, pretty)(msg)
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import Message
 
-from .convert import FLAG_TABLES, LABELS, format_flags, to_dict
+from .convert import FLAG_TABLES, LABELS, enum_name, format_flags, to_dict
 
 if TYPE_CHECKING:
     from .dump import Dump, Task
@@ -273,6 +273,5 @@ def task_fds(task: Task) -> list[Fd]:
     table = task.dump.file_table
     image = f"fdinfo-{task.ids.files_id}"
     entries = task.dump.entries(image)
-    kinds = type(entries[0]).DESCRIPTOR.fields_by_name["type"].enum_type if entries else None
-    fds = [Fd(e.fd, e.flags, table.get(kinds.values_by_number[e.type].name, e.id)) for e in entries]
+    fds = [Fd(e.fd, e.flags, table.get(enum_name(e, "type"), e.id)) for e in entries]
     return sorted(fds, key=lambda f: f.fd)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from google.protobuf.message import Message
 
+from ..convert import enum_name
 from ..dump import Dump
 from ..elfid import as_words, build_id
 from ..explore import VMA_FILE_PRIVATE, VMA_FILE_SHARED, VMA_MEMFD, pagemap_runs
@@ -295,7 +296,7 @@ def architecture(ctx: Context) -> Iterator[Finding]:
     if dump.image(f"core-{dump.root_task.pid}") is None:
         return   # "per-task images" reports it
     core = dump.root_task.core
-    name = core.DESCRIPTOR.fields_by_name["mtype"].enum_type.values_by_number[core.mtype].name
+    name = enum_name(core, "mtype")
     if machine not in ARCHES.get(name, (name.lower(),)):
         yield Finding(ERROR, "host-arch", f"dumped on {name}, this host is {machine}: 'Core march mismatch'",
                       "restore on a host of the same architecture", f"core-{dump.root_task.pid}.img")
@@ -313,7 +314,7 @@ def cpu(ctx: Context) -> Iterator[Finding]:
 @check("lsm", kind="host")
 def lsm(ctx: Context) -> Iterator[Finding]:
     inv = ctx.dump.inventory
-    kind = inv.DESCRIPTOR.fields_by_name["lsmtype"].enum_type.values_by_number[inv.lsmtype].name
+    kind = enum_name(inv, "lsmtype")
     if kind == "NO_LSM":
         return
     try:

@@ -10,6 +10,7 @@ from operator import and_, lt
 from typing import Any
 
 from .. import open as open_dump
+from ..convert import enum_name
 from ..dump import Dump, Task
 from ..explore import BATCHED, EXPLORERS, pagemap_batches, pagemap_runs, prot_text, vma_backing
 from ..memory import cmdline_of
@@ -153,7 +154,7 @@ def summarize(dump: Dump) -> dict[str, Any]:
     return {
         "path": str(dump.source), "images": str(dump.path), "container": container,
         "inventory": {"img_version": inv.img_version,
-                      "lsm": inv.DESCRIPTOR.fields_by_name["lsmtype"].enum_type.values_by_number[inv.lsmtype].name,
+                      "lsm": enum_name(inv, "lsmtype"),
                       "pre_dump": inv.HasField("pre_dump_mode"), "tcp_close": inv.tcp_close,
                       "parent": str(dump.parent.path) if dump.parent else None},
         "processes": [task_json(t) for t in dump.tasks],
