@@ -400,3 +400,79 @@ def find_criu(explicit: str | None = None) -> Path | None:
         return built[0]
     found = shutil.which("criu")
     return Path(found) if found else None
+
+
+# ------------------------------------------------------------------ users, cgroups, kernel features
+
+
+def _ids_in(path: Path) -> set[int]:
+    """Numeric ids (third field) of an /etc/passwd or /etc/group file; empty when unreadable."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return set()
+    return {int(f[2]) for f in (line.split(":") for line in lines) if len(f) > 2 and f[2].isdigit()}
+
+
+@check("users and groups", kind="host")
+def users_and_groups(ctx: Context) -> Iterator[Finding]:
+    """criu restores numeric ids as they are; ids unknown to the target system are worth knowing."""
+    dump = ctx.dump
+    if not _restorable(dump):
+        return
+    users, groups = _ids_in(ctx.root / "etc/passwd"), _ids_in(ctx.root / "etc/group")
+    if not users:
+        return
+    for task in dump.tasks:
+        creds = task.creds
+        if creds is None:
+            continue
+        unknown_users = sorted({creds.uid, creds.euid, creds.fsuid} - users)
+        unknown_groups = sorted({creds.gid, creds.egid, creds.fsgid, *creds.groups} - groups) if groups else []
+        if unknown_users or unknown_groups:
+            shown = ", ".join([f"uid {u}" for u in unknown_users] + [f"gid {g}" for g in unknown_groups])
+            yield Finding(INFO, "host-unknown-ids", f"task {task.pid} ({task.comm}) runs as {shown}, unknown to "
+                          f"{ctx.root / 'etc'}", "nothing needed for criu; files it creates will show bare numbers",
+                          f"core-{task.pid}.img")
+
+
+@check("cgroups", kind="host")
+def cgroups(ctx: Context) -> Iterator[Finding]:
+    """cgroup paths of the dump that do not exist here: criu creates them, or fails in strict mode."""
+    entries = ctx.dump.entries("cgroup")
+    if not entries or not Path("/sys/fs/cgroup").is_dir():
+        return
+    unified = Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    missing = set()
+    for cg_set in entries[0].sets:
+        for member in cg_set.ctls:
+            base = Path("/sys/fs/cgroup") if unified else Path("/sys/fs/cgroup") / (member.name or "unified")
+            if not (base / member.path.lstrip("/")).exists():
+                missing.add(member.path)
+    if missing:
+        strict = ctx.option_value("--manage-cgroups") == "strict"
+        shown = ", ".join(sorted(missing)[:3]) + (" ..." if len(missing) > 3 else "")
+        yield Finding(ERROR if strict else INFO, "host-cgroup-missing", f"cgroup path(s) {shown} do not exist on "
+                      "this host" + ("; --manage-cgroups=strict refuses that" if strict else "; criu creates them"),
+                      "create them, or use --cgroup-root / another --manage-cgroups mode", "cgroup.img")
+
+
+# Kernel features that an image needs, by the image that needs it (criu check --feature NAME).
+FEATURES_BY_IMAGE = {"timens-": "timens"}
+
+
+@check("kernel features", kind="host")
+def kernel_features(ctx: Context) -> Iterator[Finding]:
+    if ctx.criu is None or criu_version(ctx.criu) is None:
+        return
+    names = {p.name for p in ctx.dump.path.iterdir()}
+    wanted = {feature for prefix, feature in FEATURES_BY_IMAGE.items() if any(n.startswith(prefix) for n in names)}
+    for feature in sorted(wanted):
+        try:
+            done = subprocess.run([str(ctx.criu), "check", "--feature", feature], capture_output=True, text=True,
+                                  timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode != 0 and "Unknown feature" not in done.stderr:
+            yield Finding(WARNING, "host-kernel-feature", f"this kernel lacks '{feature}', which the dump uses "
+                          f"(criu check --feature {feature})", "restore on a kernel that has it")
