@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 import imgtool
-from corpus import CORPUS, SAMPLES
 from imgtool.checks import Context, run_checks
 from imgtool.cli import main
+
+from corpus import CORPUS, SAMPLES
 
 
 def _codes(path: Path, options: list[str] | None = None, **kwargs) -> dict[str, str]:
