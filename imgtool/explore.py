@@ -132,10 +132,7 @@ def pagemap_batches(dump: Dump, pid: int) -> Iterator[tuple[list[int], list[int]
     head = next(entries, None)
     if head is None:
         return
-    for item in pagemap.read(image._view, head.end, image.header.byteorder, image.path, 1):
-        if not isinstance(item, pagemap.Columns):
-            item = pagemap.Columns(*([getattr(item, n)] if item.HasField(n) else [] for n in pagemap.FIELDS))
-        yield item.vaddr, item.pages(), item.effective_flags()
+    yield from pagemap.batches(image._view, head.end, image.header.byteorder, image.path)
 
 
 def pagemap_runs(dump: Dump, pid: int) -> Iterator[tuple[int, int, int]]:

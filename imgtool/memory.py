@@ -381,34 +381,6 @@ class _Window(ExtentIndex):
 # -- pagemaps -----------------------------------------------------------------------
 
 
-Batch = tuple[list[int], list[int], list[int]]   # vaddrs, page counts, flags of consecutive entries
-
-
-def _pagemap_batches(view: memoryview, pos: int, order: str, path: str) -> Iterator[Batch]:
-    """Entries in column batches, with CRIU's compat rules (init_compat_pagemap_entry)."""
-    try:
-        for item in pagemap.read(view, pos, order, path, 1):
-            if isinstance(item, pagemap.Columns):
-                yield item.vaddr, item.pages(), _column_flags(item)
-            else:
-                pages = item.nr_pages if item.HasField("nr_pages") else item.compat_nr_pages
-                yield [item.vaddr], [pages], [_entry_flags(item.flags if item.HasField("flags") else None,
-                                                            item.in_parent)]
-    except PbDecodeError as exc:   # pagemap.read's columnar path can let one through
-        raise FormatError(f"invalid pagemap entries ({exc})", path=path) from None
-
-
-def _entry_flags(flags: int | None, in_parent: bool) -> int:
-    if in_parent:
-        return (flags or 0) | PE_PARENT
-    return PE_PRESENT if flags is None else flags
-
-
-def _column_flags(cols: pagemap.Columns) -> list[int]:
-    if not cols.in_parent:
-        return cols.effective_flags()
-    flags = cols.flags or [None] * len(cols)
-    return list(map(_entry_flags, flags, cols.in_parent))
 
 
 def _read_head(view: memoryview, file: str) -> tuple[int, int, str]:
@@ -505,7 +477,7 @@ class _Coalescer:
 Runs = list[list[int]]   # kinds, starts, ends, pages file offsets of consecutive runs
 
 
-def _runs(batches: Iterator[Batch], page_size: int, file: str) -> Iterator[Runs]:
+def _runs(batches: Iterator[pagemap.Batch], page_size: int, file: str) -> Iterator[Runs]:
     """Runs of address-contiguous entries of one kind, in lists (one per batch of entries)."""
     coalescer = _Coalescer(page_size, file)
     for batch in batches:
@@ -571,7 +543,7 @@ class DumpMemory:
         index = ExtentIndex() if self.window is None or shared else _Window(*self.window)
         parent: ExtentIndex | None = None
         missing = 0
-        for kinds, starts, ends, offsets in _runs(_pagemap_batches(view, head_end, order, file), page_size, file):
+        for kinds, starts, ends, offsets in _runs(pagemap.batches(view, head_end, order, file), page_size, file):
             if PE_PARENT in kinds and parent is None and (PE_PRESENT not in kinds
                                                           or kinds.index(PE_PARENT) < kinds.index(PE_PRESENT)):
                 parent = self._parent_index(name, page_size, seen) or ExtentIndex()   # where the loop would

@@ -66,6 +66,11 @@ class Columns:
     def __len__(self) -> int:
         return len(self.vaddr)
 
+    @classmethod
+    def of_entry(cls, entry: Message) -> Columns:
+        """One pagemap_entry as columns of length 1 (absent fields as empty columns)."""
+        return cls(*([getattr(entry, n)] if entry.HasField(n) else [] for n in FIELDS))
+
     def present(self) -> list[str]:
         return [name for name in FIELDS if getattr(self, name)]
 
@@ -168,6 +173,16 @@ def read(view: memoryview, pos: int, order: str, path: str, index: int) -> Itera
                 raise DecodeError(f"not a valid pagemap_entry ({exc})", path=path, entry=index,
                                   offset=pos) from None
             index, pos, count = index + 1, pos + 4 + size, count + 1
+
+
+Batch = tuple[list[int], list[int], list[int]]   # vaddrs, page counts, flags of consecutive entries
+
+
+def batches(view: memoryview, pos: int, order: str, path: str) -> Iterator[Batch]:
+    """Entries from ``pos`` on as (vaddrs, pages, flags), with CRIU's compat rules applied."""
+    for item in read(view, pos, order, path, 1):
+        cols = item if isinstance(item, Columns) else Columns.of_entry(item)
+        yield cols.vaddr, cols.pages(), cols.effective_flags()
 
 
 _TRUE_FALSE = {True: "true", False: "false"}

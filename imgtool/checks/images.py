@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from google.protobuf.message import Message
 
-from .. import magic
+from .. import magic, pagemap
 from ..dump import Dump, Task
 from ..errors import ImgtoolError, RawImageError
 from ..explore import pagemap_runs
@@ -124,18 +124,9 @@ def _present_pages(dump: Dump, name: str) -> tuple[int | None, int]:
     head = next(image.entries(), None) if image is not None else None
     if head is None:
         return None, 0
-    pid_part = name.removeprefix("pagemap-")
-    runs = pagemap_runs(dump, int(pid_part)) if pid_part.isdigit() else _shmem_runs(image, head)
-    return head.message.pages_id, sum(pages for _, pages, flags in runs if flags & PE_PRESENT)
-
-
-def _shmem_runs(image: Image, head) -> Iterator[tuple[int, int, int]]:
-    from .. import pagemap
-
-    for item in pagemap.read(image._view, head.end, image.header.byteorder, image.path, 1):
-        cols = item if isinstance(item, pagemap.Columns) else pagemap.Columns(
-            *([getattr(item, n)] if item.HasField(n) else [] for n in pagemap.FIELDS))
-        yield from zip(cols.vaddr, cols.pages(), cols.effective_flags(), strict=True)
+    present = sum(n for _, pages, flags in pagemap.batches(image._view, head.end, image.header.byteorder, image.path)
+                  for n, f in zip(pages, flags, strict=True) if f & PE_PRESENT)
+    return head.message.pages_id, present
 
 
 @check("pages files match pagemaps")
