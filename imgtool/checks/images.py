@@ -11,18 +11,15 @@ from ..dump import Dump, Task
 from ..errors import ImgtoolError, RawImageError
 from ..explore import pagemap_runs
 from ..image import Image
+from ..memory import page_size_of
 from ..pagemap import PE_PARENT, PE_PRESENT
 from . import ERROR, INFO, WARNING, Context, Finding, check
 
-AT_PAGESZ = 6
-
 
 def page_size(dump: Dump) -> int:
-    """Page size from the root task's saved auxv (AT_PAGESZ); 4096 when absent."""
+    """Page size of the dump: the root task's AT_PAGESZ (4096 when absent)."""
     task = dump.root_task
-    auxv = list(task.mm.mm_saved_auxv) if task is not None and task.mm is not None else []
-    pairs = dict(zip(auxv[::2], auxv[1::2], strict=False))
-    return pairs.get(AT_PAGESZ) or 4096
+    return page_size_of(task.mm if task is not None else None)
 
 
 @check("inventory")
