@@ -17,11 +17,19 @@ from operator import add, le, lshift
 from . import pagemap
 from .dump import Dump, Task
 from .errors import MissingImageError
-
-VMA_REGULAR, VMA_STACK, VMA_VSYSCALL, VMA_VDSO = 1 << 0, 1 << 1, 1 << 2, 1 << 3
-VMA_FILE_PRIVATE, VMA_FILE_SHARED, VMA_ANON_SHARED = 1 << 6, 1 << 7, 1 << 8
-VMA_SYSVIPC, VMA_SOCKET, VMA_MEMFD = 1 << 10, 1 << 11, 1 << 14
-MAP_GROWSDOWN = 0x0100
+from .vmaflags import (
+    MAP_GROWSDOWN,
+    VMA_ANON_SHARED,
+    VMA_AREA_MEMFD,
+    VMA_AREA_REGULAR,
+    VMA_AREA_SOCKET,
+    VMA_AREA_STACK,
+    VMA_AREA_SYSVIPC,
+    VMA_AREA_VDSO,
+    VMA_AREA_VSYSCALL,
+    VMA_FILE_PRIVATE,
+    VMA_FILE_SHARED,
+)
 
 
 def _tasks(dump: Dump) -> list[Task]:
@@ -76,14 +84,14 @@ def vma_backing(dump: Dump, vma, short_ids: dict[int, int]) -> str:
     def short(shmid: int) -> int:
         return short_ids.setdefault(shmid, len(short_ids) + 1)
 
-    if status & VMA_SYSVIPC:
+    if status & VMA_AREA_SYSVIPC:
         return " ips[%x]" % short(vma.shmid)
     if status & VMA_ANON_SHARED:
         return " shmem[%x]" % short(vma.shmid)
-    if status & VMA_SOCKET:
+    if status & VMA_AREA_SOCKET:
         return " packet[%x]" % short(vma.shmid)
     if status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED):
-        if status & VMA_MEMFD:
+        if status & VMA_AREA_MEMFD:
             memfd = dump.file_table.get("MEMFD", vma.shmid).details.get("name")
             text = f" memfd:{memfd}" if memfd else " unknown path"
         else:
@@ -93,11 +101,11 @@ def vma_backing(dump: Dump, vma, short_ids: dict[int, int]) -> str:
         if status & VMA_FILE_SHARED:
             text += " (s)"
         return text
-    if status & VMA_STACK:
+    if status & VMA_AREA_STACK:
         return " [stack]"
-    if status & VMA_VSYSCALL:
+    if status & VMA_AREA_VSYSCALL:
         return " [vsyscall]"
-    if status & VMA_VDSO:
+    if status & VMA_AREA_VDSO:
         return " [vdso]"
     if vma.flags & MAP_GROWSDOWN:
         return " [stack?]"
@@ -118,7 +126,7 @@ def mems(dump: Dump) -> Iterator[str]:
         yield "\t%-36s    %s" % ("exe", _crit_file(dump, "REG", mm.exe_file_id))
         for vma in mm.vmas:
             backing = vma_backing(dump, vma, short_ids)
-            if not vma.status & VMA_REGULAR:
+            if not vma.status & VMA_AREA_REGULAR:
                 backing += " *"
             yield "\t%-36s%s%s" % ("%08x-%08x" % (vma.start, vma.end), prot_text(vma.prot), backing)
 

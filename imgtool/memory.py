@@ -45,6 +45,7 @@ from .convert import FLAG_TABLES
 from .errors import FormatError, ImgtoolError, MissingImageError
 from .pagemap import PE_PARENT, PE_PRESENT
 from .pb import message_class
+from .vmaflags import MAP_SHARED, VMA_ANON_SHARED, VMA_AREA_MEMFD, VMA_AREA_SYSVIPC
 
 if TYPE_CHECKING:
     from .dump import Dump, Task
@@ -52,12 +53,8 @@ if TYPE_CHECKING:
 DEFAULT_PAGE_SIZE = 4096
 PREAD_MIN = 64 << 10   # extents this long are copied with pread rather than from the mapping
 AT_PAGESZ = 6          # auxv key of the page size (include/uapi/linux/auxvec.h)
-MAP_SHARED = 0x1
 
 # criu/include/image.h
-VMA_ANON_SHARED = 1 << 8
-VMA_AREA_SYSVIPC = 1 << 10
-VMA_AREA_MEMFD = 1 << 14
 _MORE_STATUS = [("VMA_AREA_GUARD", 1 << 16), ("VMA_EXT_PLUGIN", 1 << 27), ("VMA_CLOSE", 1 << 28),
                 ("VMA_NO_PROT_WRITE", 1 << 29), ("VMA_PREMMAPED", 1 << 30)]
 _STATUS_NAMES = [(name, bit) for name, bit in FLAG_TABLES["mmap.status"] + _MORE_STATUS if bit]

@@ -30,17 +30,28 @@ from typing import IO, TYPE_CHECKING
 from google.protobuf.message import Message
 
 from .image import image_bytes
-from .memory import AT_PAGESZ, MAP_SHARED, VMA_ANON_SHARED, VMA_AREA_MEMFD
+from .memory import AT_PAGESZ
 from .pagemap import PE_LAZY, PE_PARENT, PE_PRESENT
 from .pb import message_class
+from .vmaflags import (
+    MAP_ANONYMOUS,
+    MAP_GROWSDOWN,
+    MAP_PRIVATE,
+    MAP_SHARED,
+    PROT_READ,
+    PROT_WRITE,
+    VMA_ANON_PRIVATE,
+    VMA_ANON_SHARED,
+    VMA_AREA_MEMFD,
+    VMA_AREA_REGULAR,
+    VMA_AREA_STACK,
+    VMA_FILE_SHARED,
+)
 
 if TYPE_CHECKING:
     from .dump import Dump, Task
     from .memory import AddressSpace, Vma
 
-PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
-MAP_PRIVATE, MAP_ANONYMOUS, MAP_GROWSDOWN = 0x2, 0x20, 0x100
-VMA_AREA_REGULAR, VMA_AREA_STACK, VMA_FILE_SHARED, VMA_ANON_PRIVATE = 1, 1 << 1, 1 << 7, 1 << 9
 TASK_ALIVE = 1
 O_RDWR = 0o2
 ROOT_FILE_ID = 1             # files.img entry for "/": cwd, root and exe of every task

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from imgtool.explore import VMA_FILE_PRIVATE, _RssWalk
+from imgtool.explore import _RssWalk
+from imgtool.vmaflags import VMA_FILE_PRIVATE
 
 
 class _Files:

@@ -16,8 +16,9 @@ from google.protobuf.message import Message
 from ..convert import enum_name
 from ..dump import Dump
 from ..elfid import as_words, build_id
-from ..explore import VMA_FILE_PRIVATE, VMA_FILE_SHARED, VMA_MEMFD, pagemap_runs
+from ..explore import pagemap_runs
 from ..pagemap import PE_PRESENT
+from ..vmaflags import VMA_AREA_MEMFD, VMA_FILE_PRIVATE, VMA_FILE_SHARED
 from . import ERROR, INFO, WARNING, Context, Finding, check
 from .images import page_size, unix_sockets
 
@@ -58,7 +59,7 @@ def _referenced_files(dump: Dump) -> dict[int, str]:
         if task.mm is not None:
             ids.setdefault(task.mm.exe_file_id, f"executable of task {task.pid}")
             for vma in task.mm.vmas:
-                if vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) and not vma.status & VMA_MEMFD:
+                if vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) and not vma.status & VMA_AREA_MEMFD:
                     ids.setdefault(vma.shmid, f"mapping {vma.start:#x} of task {task.pid}")
         if task.fs is not None:
             ids.setdefault(task.fs.cwd_id, f"cwd of task {task.pid}")
