@@ -58,3 +58,16 @@ def test_container_cgroups_missing_here_are_reported() -> None:
     codes = _codes(SAMPLES / "container")
     assert codes["host-cgroup-missing"] == "info"
     assert _codes(SAMPLES / "container", ["--manage-cgroups=strict"])["host-cgroup-missing"] == "error"
+
+
+def test_in_parent_pages_no_parent_holds(tmp_path: Path) -> None:
+    from imgtool.synth import SynthTask, SynthVma, build_dump
+
+    base, vmas = 0x7F0000000000, [SynthVma.anon(0x7F0000000000, 8 * 4096)]
+    parent = build_dump(tmp_path / "p", [SynthTask(7, "t", vmas=vmas, pages={base: b"A" * 2 * 4096})])
+    child = build_dump(tmp_path / "c", [SynthTask(7, "t", vmas=vmas, parent_runs=[(base, 4)])], parent=parent)
+    with imgtool.open(child) as dump:
+        (finding,) = [f for f in run_checks(Context(dump, offline=True)) if f.code == "image-parent-range"]
+    assert finding.severity == "error" and "task 7: 2 pages" in finding.message
+    full = build_dump(tmp_path / "c2", [SynthTask(7, "t", vmas=vmas, parent_runs=[(base, 2)])], parent=parent)
+    assert "image-parent-range" not in _codes(full, offline=True)

@@ -11,7 +11,7 @@ from ..dump import Dump, Task
 from ..errors import ImgtoolError, RawImageError
 from ..explore import pagemap_runs
 from ..image import Image
-from ..memory import page_size_of
+from ..memory import memory_of, page_size_of
 from ..pagemap import PE_PARENT, PE_PRESENT
 from . import ERROR, INFO, WARNING, Context, Finding, check
 
@@ -190,34 +190,17 @@ def parent_chain(ctx: Context) -> Iterator[Finding]:
                       "(keep the relative 'parent' link valid)", "parent")
         return
     yield Finding(INFO, "image-parent", f"incremental dump: {len(needs_parent)} runs come from {parent.path}")
-    for pid, vaddr, pages in needs_parent:
-        missing = _missing_in_chain(parent, pid, vaddr, pages)
+    size, store = page_size(dump), memory_of(dump)
+    for pid in sorted({pid for pid, _, _ in needs_parent}):
+        name = f"pagemap-{pid}"
+        try:
+            store.index(name, size)   # resolves PE_PARENT runs through the chain, counting what is nowhere
+        except ImgtoolError:
+            continue                  # a damaged pagemap or pages file: the other checks report it
+        missing = store.missing_parent_bytes.get(name, 0) // size
         if missing:
-            yield Finding(ERROR, "image-parent-range", f"task {pid}: {missing} pages at {vaddr:#x} are marked "
-                          "in-parent but no parent dump holds them", "take a full (non-incremental) dump",
-                          f"pagemap-{pid}.img")
-
-
-def _missing_in_chain(dump: Dump | None, pid: int, vaddr: int, pages: int) -> int:
-    """How many of ``pages`` pages at ``vaddr`` no dump of the chain has present."""
-    if dump is None:
-        return pages
-    runs = sorted(pagemap_runs(dump, pid))
-    missing, end = 0, vaddr + pages * 4096
-    cursor = vaddr
-    for start, count, flags in runs:
-        stop = start + count * 4096
-        if stop <= cursor or start >= end:
-            continue
-        if start > cursor:
-            missing += (start - cursor) // 4096
-        lo, hi = max(start, cursor), min(stop, end)
-        if not flags & PE_PRESENT:
-            missing += _missing_in_chain(dump.parent, pid, lo, (hi - lo) // 4096) if flags & PE_PARENT else 0
-        cursor = hi
-    if cursor < end:
-        missing += (end - cursor) // 4096
-    return missing
+            yield Finding(ERROR, "image-parent-range", f"task {pid}: {missing} pages are marked in-parent but no "
+                          "parent dump holds them", "take a full (non-incremental) dump", f"{name}.img")
 
 
 @check("ghost files")
