@@ -6,8 +6,8 @@ Getting CRIU: ``scripts/get-criu.sh`` (as root) builds CRIU >= 4.1 into ``$IMGTO
 built, too old, ``criu check`` fails). With ``IMGTOOL_REQUIRE_CRIU=1`` (CI, after get-criu.sh) those reasons fail
 the test instead, so real-CRIU coverage cannot vanish silently.
 
-Readiness protocol (:func:`dump_process`): the program runs detached from the test's terminal (its own session
-unless ``setsid=False``, stdin ``/dev/null``, stdout and stderr appended to ``<images_dir>.out`` beside the images
+Readiness protocol (:func:`dump_process`): the program runs detached from the test's terminal (its own session,
+or a job of a :class:`Shell`; stdin ``/dev/null``, stdout and stderr appended to ``<images_dir>.out`` beside the images
 dir), sets itself up, then writes a line ``READY`` to stdout, flushed, and waits to be dumped. Lines before READY
 are the program's report (``DumpedProcess.report``). tests/programs/holder.c follows this protocol.
 
@@ -24,12 +24,15 @@ forked (now our children) are killed too, and the result says ``timed_out``.
 Clean-up: every process started or restored here is registered; :func:`kill_all` (call it at fixture teardown;
 it also runs at interpreter exit) SIGKILLs and reaps whatever is still alive.
 
-Other caveats: without ``setsid`` the program shares pytest's session and process group, which criu dump refuses
-unless given ``--shell-job``; restore needs it too unless criu runs in that same session and process group (as
-restore() runs it, unless ``new_session``), and whenever a tty is involved. A failed restore can leave a task it
-had forked as our zombie: restore() reaps those, or the next restore of the dump finds its pid taken. A restore log
-line ``Error (criu/util.c:...): rlimit: Can't setup RLIMIT_NOFILE for self`` is harmless. Regular files the
-process has open must still exist at restore time with the size they had at dump (CRIU checks it): the output
+Shell jobs: a program started by a :class:`Shell` is a job in the shell's session and process group, which criu dump
+refuses unless given ``--shell-job``; restore needs it too unless criu runs in that same session and process group
+(``restore(shell=...)``), and whenever a tty is involved. The shell is a helper process of ours, not pytest: pytest's
+own session may be led by a process outside our pid namespace (as in CI), and criu cannot dump a job of that.
+
+Other caveats: a failed restore can leave a task it had forked as our zombie: restore() reaps those, or the next
+restore of the dump finds its pid taken. A restore log line ``Error (criu/util.c:...): rlimit: Can't setup
+RLIMIT_NOFILE for self`` is harmless. Regular files the process has open must still exist at restore time with the
+size they had at dump (CRIU checks it): the output
 file is written only before READY, so it does not change after the dump.
 """
 
@@ -38,13 +41,15 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -56,6 +61,7 @@ READY = "READY"
 REPO = Path(__file__).resolve().parents[1]
 GET_CRIU = REPO / "scripts" / "get-criu.sh"
 HOLDER_SRC = Path(__file__).resolve().parent / "programs" / "holder.c"
+JOBSHELL = Path(__file__).resolve().parent / "programs" / "jobshell.py"
 PR_SET_CHILD_SUBREAPER = 36
 
 _live: list[DumpedProcess | RestoreResult] = []
@@ -199,68 +205,140 @@ class DumpedProcess:
     stdout: str = ""
     stderr: str = ""
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    shell: Shell | None = field(default=None, repr=False)   # the shell whose job it is (proc is then None)
 
     @property
     def ok(self) -> bool:
         return self.returncode == 0
 
     def alive(self) -> bool:
+        if self.shell is not None:
+            return _state(self.pid) not in (None, "Z")
         return self.proc is not None and self.proc.poll() is None
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def reap(self, timeout: float | None = None) -> None:
+        """Wait for the program to end (criu kills it after a dump) and reap it, freeing its PID."""
+        if self.shell is not None:
+            self.shell.reap(self.pid)
+        elif self.proc is not None:
+            self.proc.wait(timeout=timeout)
+
     def kill(self) -> None:
         """SIGKILL the program (if criu left it running) and reap it, freeing its PID."""
+        if self.shell is not None:
+            self.shell.reap(self.pid, kill=True)
+            return
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
         if self.proc is not None:
             self.proc.wait()
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], output: Path, timeout: float) -> list[str]:
+def _wait_ready(dumped: DumpedProcess, timeout: float) -> list[str]:
     deadline = time.monotonic() + timeout
     while True:
-        lines = output.read_text(errors="replace").splitlines()
+        lines = dumped.output.read_text(errors="replace").splitlines()
         if READY in lines:
             return lines[: lines.index(READY)]
         said = "\n".join(lines)
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited ({proc.returncode}) before printing {READY}:\n{said}")
+        if not dumped.alive():
+            raise RuntimeError(f"{dumped.argv!r} exited before printing {READY}:\n{said}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{proc.args!r} printed no {READY} line within {timeout}s:\n{said}")
+            raise TimeoutError(f"{dumped.argv!r} printed no {READY} line within {timeout}s:\n{said}")
         time.sleep(0.01)
 
 
+def _start(argv: list[str], images_dir: Path, cwd: Path | None, shell: Shell | None) -> DumpedProcess:
+    """Start argv, stdout and stderr to <images_dir>.out: in a session of its own, or as a job of shell."""
+    output = images_dir.with_name(images_dir.name + ".out")
+    output.write_bytes(b"")
+    if shell is not None:
+        pid = shell.spawn(argv, output, cwd)
+        return DumpedProcess(argv, pid, images_dir, images_dir / "dump.log", output, [], shell=shell)
+    with output.open("ab") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=cwd,
+                                start_new_session=True)
+    return DumpedProcess(argv, proc.pid, images_dir, images_dir / "dump.log", output, [], proc=proc)
+
+
 def dump_process(criu: Path, argv: Sequence[str | os.PathLike[str]], images_dir: Path,
-                 extra_opts: Sequence[str] = (), cwd: Path | None = None, env: Mapping[str, str] | None = None,
-                 setsid: bool = True, ready_timeout: float = 10.0, timeout: float = 60.0) -> DumpedProcess:
-    """Start argv detached, wait for its READY line, `criu dump` it into images_dir; reap it if criu killed it.
+                 extra_opts: Sequence[str] = (), cwd: Path | None = None, shell: Shell | None = None,
+                 ready_timeout: float = 10.0, timeout: float = 60.0) -> DumpedProcess:
+    """Start argv detached (or as a job of shell), wait for its READY line, `criu dump` it into images_dir; reap it
+    if criu killed it.
 
     Never raises for a failing dump: look at `.returncode` / `.log_text()`. Raises if the program does not get
     ready. The program is registered for kill_all() either way.
     """
     images_dir = Path(images_dir).absolute()
     images_dir.mkdir(parents=True, exist_ok=True)
-    output = images_dir.with_name(images_dir.name + ".out")
-    output.write_bytes(b"")
-    with output.open("ab") as out:
-        proc = subprocess.Popen([os.fspath(a) for a in argv], stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                cwd=cwd, env=env, start_new_session=setsid)
-    dumped = DumpedProcess([os.fspath(a) for a in argv], proc.pid, images_dir, images_dir / "dump.log", output, [],
-                           proc=proc)
+    dumped = _start([os.fspath(a) for a in argv], images_dir, cwd, shell)
     _live.append(dumped)
-    dumped.report = _wait_ready(proc, output, ready_timeout)
-    cmd = [os.fspath(criu), "dump", "-t", str(proc.pid), "-D", os.fspath(images_dir), "-o", "dump.log", "-v4",
+    dumped.report = _wait_ready(dumped, ready_timeout)
+    cmd = [os.fspath(criu), "dump", "-t", str(dumped.pid), "-D", os.fspath(images_dir), "-o", "dump.log", "-v4",
            *extra_opts]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     dumped.returncode, dumped.stdout, dumped.stderr = done.returncode, done.stdout, done.stderr
     if done.returncode == 0 and "--leave-running" not in extra_opts and "-R" not in extra_opts:
         try:
-            proc.wait(timeout=10)   # criu killed it; reap the zombie so its PID is free for restore
+            dumped.reap(timeout=10)   # criu killed it; reap the zombie so its PID is free for restore
         except subprocess.TimeoutExpired:
-            raise RuntimeError(f"pid {proc.pid} still running after a successful criu dump") from None
+            raise RuntimeError(f"pid {dumped.pid} still running after a successful criu dump") from None
     return dumped
+
+
+class Shell:
+    """A session leader standing in for the user's shell (tests/programs/jobshell.py): what it starts or runs is a
+    job in its session and process group. Use as a context manager; leaving it kills its jobs and ends it.
+    """
+
+    def __init__(self) -> None:
+        become_subreaper()   # trees criu restores from the shell's session are adopted by us, not by PID 1
+        self.proc = subprocess.Popen([sys.executable, os.fspath(JOBSHELL)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, start_new_session=True)
+
+    @property
+    def sid(self) -> int:
+        return self.proc.pid
+
+    def _call(self, **request: object) -> dict[str, object]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(request, default=os.fspath) + "\n")
+        self.proc.stdin.flush()
+        reply = self.proc.stdout.readline()
+        if not reply:
+            raise RuntimeError(f"{JOBSHELL.name} died (exit {self.proc.wait()}) on {request}")
+        return json.loads(reply)
+
+    def spawn(self, argv: Sequence[str], output: Path, cwd: Path | None = None) -> int:
+        """Start argv in the background, stdout and stderr appended to output; its pid."""
+        return int(self._call(op="spawn", argv=list(argv), output=output, cwd=cwd)["pid"])
+
+    def run(self, argv: Sequence[str], cwd: Path | None = None, timeout: float = 60.0) -> dict[str, object]:
+        """Run argv to the end (killed after timeout): returncode, stdout, stderr, timed_out."""
+        return self._call(op="run", argv=list(argv), cwd=cwd, timeout=timeout)
+
+    def reap(self, pid: int, kill: bool = False) -> None:
+        """Wait for the job pid to end (SIGKILL it first if kill); raises TimeoutExpired if it does not."""
+        if self.proc.poll() is not None:
+            return
+        if self._call(op="reap", pid=pid, kill=kill).get("still_running"):
+            raise subprocess.TimeoutExpired([str(pid)], 10)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+
+    def __enter__(self) -> Shell:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # -- restore --------------------------------------------------------------------------------------------------
@@ -294,12 +372,12 @@ class RestoreResult:
 
 
 def restore(criu: Path, images_dir: Path, extra_opts: Sequence[str] = (), pidfile: Path | None = None,
-            timeout: float = 60.0, new_session: bool = False) -> RestoreResult:
+            timeout: float = 60.0, new_session: bool = False, shell: Shell | None = None) -> RestoreResult:
     """`criu restore --restore-detached` from images_dir; never raises for a failing restore (see `.returncode`).
 
     The restored process is registered for kill_all(); the PIDs of the dump must be free (see the module doc).
     A restore still running after ``timeout`` seconds is killed with what it restored (``.timed_out``).
-    ``new_session`` runs criu in a session and process group of its own instead of ours.
+    criu runs in our session and process group, or in one of its own (``new_session``), or in shell's.
     """
     images_dir = Path(images_dir).absolute()
     pidfile = Path(pidfile or images_dir.with_name(images_dir.name + ".restored.pid")).absolute()
@@ -308,20 +386,33 @@ def restore(criu: Path, images_dir: Path, extra_opts: Sequence[str] = (), pidfil
     cmd = [os.fspath(criu), "restore", "-D", os.fspath(images_dir), "-o", "restore.log", "-v4",
            "--restore-detached", "--pidfile", os.fspath(pidfile), *extra_opts]
     before = children_of({os.getpid()})
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                              start_new_session=new_session)
-    except subprocess.TimeoutExpired as exc:   # run() has SIGKILLed criu; the tasks it forked are ours now
+    returncode, stdout, stderr, timed_out = run(cmd, timeout, new_session, shell)
+    if timed_out:   # criu was SIGKILLed; the tasks it forked are ours now
         left = _remove_leftovers(_dumped_pids(images_dir), before)
-        return RestoreResult(images_dir, images_dir / "restore.log", -signal.SIGKILL, None, _text(exc.stdout),
-                             _text(exc.stderr), timed_out=True, leftovers=left)
-    if done.returncode != 0:   # a task that died after the fork can stay behind as our zombie
+        return RestoreResult(images_dir, images_dir / "restore.log", -signal.SIGKILL, None, stdout, stderr,
+                             timed_out=True, leftovers=left)
+    if returncode != 0:   # a task that died after the fork can stay behind as our zombie
         _remove_leftovers(_dumped_pids(images_dir), before)
     text = pidfile.read_text().strip() if pidfile.exists() else ""
-    result = RestoreResult(images_dir, images_dir / "restore.log", done.returncode, int(text) if text else None,
-                           done.stdout, done.stderr)
+    result = RestoreResult(images_dir, images_dir / "restore.log", returncode, int(text) if text else None,
+                           stdout, stderr)
     _live.append(result)
     return result
+
+
+def run(cmd: Sequence[str], timeout: float, new_session: bool = False, shell: Shell | None = None,
+        cwd: Path | None = None) -> tuple[int, str, str, bool]:
+    """Run cmd (in our session, one of its own, or shell's) to the end or its timeout, when it is SIGKILLed:
+    (returncode, stdout, stderr, timed_out)."""
+    if shell is not None:
+        done = shell.run(cmd, cwd, timeout)
+        return int(done["returncode"]), str(done["stdout"]), str(done["stderr"]), bool(done["timed_out"])
+    try:
+        ran = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                             start_new_session=new_session, cwd=cwd)
+    except subprocess.TimeoutExpired as exc:
+        return -signal.SIGKILL, _text(exc.stdout), _text(exc.stderr), True
+    return ran.returncode, ran.stdout, ran.stderr, False
 
 
 def adopt(images_dir: Path, pid: int, returncode: int = 0) -> RestoreResult:

@@ -119,12 +119,12 @@ def agreement_table(request: pytest.FixtureRequest) -> Iterator[None]:
 @pytest.fixture
 def dump_holder(criu: Path, holder_binary: Path, tmp_path: Path) -> Callable[..., Holder]:
     """Start holder with these arguments (the data file added), dump it with the real criu; fail if that fails."""
-    def dump(*args: str, dump_opts: Sequence[str] = (), setsid: bool = True, exe: Path | None = None,
-             name: str = "images") -> Holder:
+    def dump(*args: str, dump_opts: Sequence[str] = (), shell: realcriu.Shell | None = None,
+             exe: Path | None = None, name: str = "images") -> Holder:
         data = tmp_path / f"{name}.data"
         data.write_text(DATA)
         argv = [exe or holder_binary, *args, "-m", MEMORY_KIB, data]
-        dumped = realcriu.dump_process(criu, argv, tmp_path / name, extra_opts=dump_opts, setsid=setsid)
+        dumped = realcriu.dump_process(criu, argv, tmp_path / name, extra_opts=dump_opts, shell=shell)
         assert dumped.ok, f"criu dump {shlex.join(dump_opts)} exited {dumped.returncode}:\n{dumped.log_text()[-3000:]}"
         return Holder(dumped, data)
     return dump
@@ -144,13 +144,12 @@ def holder_builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
 # -- running check, restore and explain --------------------------------------------------------------------------------
 
 def predict(criu: Path, images: Path, options: Sequence[str], capsys: pytest.CaptureFixture[str],
-            new_session: bool = False) -> dict[str, Any]:
-    """`imgtool check --json` on the images: in-process, or in a session of its own like the restore that follows."""
+            new_session: bool = False, shell: realcriu.Shell | None = None) -> dict[str, Any]:
+    """`imgtool check --json` on the images: in-process, or in the session the restore that follows runs in."""
     argv = ["check", str(images), "--criu", str(criu), "--json", "--", *options]
-    if new_session:
-        done = subprocess.run([sys.executable, "-m", "imgtool", *argv], capture_output=True, text=True,
-                              cwd=realcriu.REPO, start_new_session=True, stdin=subprocess.DEVNULL, timeout=60)
-        status, out, err = done.returncode, done.stdout, done.stderr
+    if new_session or shell:
+        status, out, err, _ = realcriu.run([sys.executable, "-m", "imgtool", *argv], 60, new_session, shell,
+                                           cwd=realcriu.REPO)
     else:
         capsys.readouterr()
         status = cli.main(argv)
@@ -175,10 +174,12 @@ def explained(result: realcriu.RestoreResult) -> str:
 
 
 def attempt(case: str, criu: Path, images: Path, options: Sequence[str], capsys: pytest.CaptureFixture[str], *,
-            new_session: bool = False, inspect: Callable[[int], None] | None = None) -> Attempt:
-    """Predict, restore for real, record the row; `inspect` sees the restored pid before it is killed."""
-    report = predict(criu, images, options, capsys, new_session)
-    result = realcriu.restore(criu, images, options, timeout=HANG_TIMEOUT, new_session=new_session)
+            new_session: bool = False, shell: realcriu.Shell | None = None,
+            inspect: Callable[[int], None] | None = None) -> Attempt:
+    """Predict, restore for real, record the row; `inspect` sees the restored pid before it is killed.
+    check and criu restore run in our session, in one of their own (new_session) or in shell's."""
+    report = predict(criu, images, options, capsys, new_session, shell)
+    result = realcriu.restore(criu, images, options, timeout=HANG_TIMEOUT, new_session=new_session, shell=shell)
     predicted = "error" if report["errors"] else "ok"
     findings = tuple(f"{f['severity']}:{f['code']}" for f in report["findings"])
     row = Row(case, tuple(options), predicted, findings, outcome(result), explained(result))
@@ -451,20 +452,23 @@ def test_missing_image(criu: Path, dump_holder: Callable[..., Holder], capsys: p
 def test_shell_job_same_session(criu: Path, dump_holder: Callable[..., Holder],
                                 capsys: pytest.CaptureFixture[str]) -> None:
     """A shell job restored without --shell-job from its own session and process group: criu lets it through."""
-    holder = dump_holder(dump_opts=["--shell-job"], setsid=False)
-    expect(attempt("11 shell job, no --shell-job, same session", criu, holder.images, [], capsys),
-           "info:option-shell-job")
-    expect_fixed(attempt("11 shell job, same session", criu, holder.images, ["--shell-job"], capsys))
+    with realcriu.Shell() as shell:
+        holder = dump_holder(dump_opts=["--shell-job"], shell=shell)
+        expect(attempt("11 shell job, no --shell-job, same session", criu, holder.images, [], capsys, shell=shell),
+               "info:option-shell-job")
+        expect_fixed(attempt("11 shell job, same session", criu, holder.images, ["--shell-job"], capsys,
+                             shell=shell))
 
 
 def test_shell_job_other_session(criu: Path, dump_holder: Callable[..., Holder],
                                  capsys: pytest.CaptureFixture[str]) -> None:
     """From another session criu must recreate the job's process group, whose leader is not in the dump."""
-    holder = dump_holder(dump_opts=["--shell-job"], setsid=False)
-    expect(attempt("11 shell job, no --shell-job, other session", criu, holder.images, [], capsys,
-                   new_session=True), "error:option-shell-job", cause="pid-in-use")
-    expect_fixed(attempt("11 shell job, other session", criu, holder.images, ["--shell-job"], capsys,
-                         new_session=True))
+    with realcriu.Shell() as shell:   # alive throughout: its pid is the job's process group
+        holder = dump_holder(dump_opts=["--shell-job"], shell=shell)
+        expect(attempt("11 shell job, no --shell-job, other session", criu, holder.images, [], capsys,
+                       new_session=True), "error:option-shell-job", cause="pid-in-use")
+        expect_fixed(attempt("11 shell job, other session", criu, holder.images, ["--shell-job"], capsys,
+                             new_session=True))
 
 
 def _lock_holders() -> set[int]:
