@@ -9,15 +9,17 @@ follow CRIU's C writers; references are to criu/*.c at v4.2.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from construct import Array, Int16ub, Int16ul
 from google.protobuf.message import DecodeError
 
 from .convert import b64, from_dict, to_dict, unb64
 from .errors import EncodeError
-from .framing import U32, padded
+from .framing import pack_size, padded
 from .pb import message_class
+
+if TYPE_CHECKING:
+    from construct import Construct
 
 
 class ExtraError(ValueError):
@@ -93,6 +95,13 @@ class GhostContent(Extra):
         return None if msg.chunks else len(rest)
 
 
+def _u16_array(count: int, order: str) -> Construct:
+    """count u16 values in ``order`` (construct is imported here, on first use: few dumps have semaphores)."""
+    from construct import Array, Int16ub, Int16ul
+
+    return Array(count, Int16ul if order == "<" else Int16ub)
+
+
 class SemArray(Extra):
     """nsems u16 values, zero-padded to 8 bytes (ipc_ns.c)."""
 
@@ -100,15 +109,13 @@ class SemArray(Extra):
         return _round_up(2 * msg.nsems, 8)
 
     def to_json(self, msg: Any, blob: memoryview, order: str) -> Any:
-        item = Int16ul if order == "<" else Int16ub
-        return list(Array(msg.nsems, item).parse(bytes(blob[:2 * msg.nsems])))
+        return list(_u16_array(msg.nsems, order).parse(bytes(blob[:2 * msg.nsems])))
 
     def from_json(self, msg: Any, value: Any, order: str) -> bytes:
         if not isinstance(value, list) or len(value) != msg.nsems:
             raise EncodeError(f"ipcns-sem extra: expected a list of {msg.nsems} numbers")
-        item = Int16ul if order == "<" else Int16ub
         try:
-            return padded(Array(msg.nsems, item).build(value), 8)
+            return padded(_u16_array(msg.nsems, order).build(value), 8)
         except Exception as exc:  # construct reports range errors in its own types
             raise EncodeError(f"ipcns-sem extra: {exc}") from None
 
@@ -160,7 +167,7 @@ class MsgQueue(Extra):
             head = from_dict(head_json, ipc_msg())
             body = head.SerializeToString()
             text = unb64(text_json)[:head.msize]
-            parts += [U32[order].build(len(body)), body, padded(text, 8)]
+            parts += [pack_size(len(body), order), body, padded(text, 8)]
         return b"".join(parts)
 
     def payload_size(self, msg: Any, blob: memoryview, order: str) -> int:

@@ -7,25 +7,35 @@ Layout (criu/image.c, criu/protobuf.c):
     prefix  := IMG_COMMON | IMG_SERVICE  (absent in inventory.img and v1 images)
 
 Integers are host-native; we detect the byte order from the magic (s390x
-images are big-endian).  The construct definitions below are the format's
-declaration and are used to build images; the per-entry reader uses an
+images are big-endian).  The construct definition of a frame (``frame``) is
+the format's declaration and builds entries; the per-entry reader uses an
 equivalent precompiled ``struct`` because construct's per-call cost would
-dominate decoding of pagemaps with hundreds of thousands of entries.
+dominate decoding of pagemaps with hundreds of thousands of entries.  construct
+is imported on first build, so that reading does not pay for importing it.
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-
-from construct import GreedyBytes, Int32ub, Int32ul, Prefixed
+from functools import cache
+from typing import TYPE_CHECKING
 
 from . import magic
 from .errors import TruncatedError, UnknownMagicError
 
-U32 = {"<": Int32ul, ">": Int32ub}
-Frame = {order: Prefixed(u32, GreedyBytes) for order, u32 in U32.items()}
-_SIZE = {order: struct.Struct(order + "I") for order in U32}
+if TYPE_CHECKING:
+    from construct import Construct
+
+_SIZE = {order: struct.Struct(order + "I") for order in "<>"}
+
+
+@cache
+def frame(byteorder: str) -> Construct:
+    """One entry: a u32 size prefix in ``byteorder`` and that many bytes."""
+    from construct import GreedyBytes, Int32ub, Int32ul, Prefixed
+
+    return Prefixed(Int32ul if byteorder == "<" else Int32ub, GreedyBytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +47,7 @@ class Header:
 
     def build(self) -> bytes:
         words = [w for w in (self.prefix, magic.BY_NAME[self.kind]) if w is not None]
-        return b"".join(U32[self.byteorder].build(w) for w in words)
+        return b"".join(_SIZE[self.byteorder].pack(w) for w in words)
 
 
 def header_for(kind: str, byteorder: str = "<") -> Header:
@@ -95,8 +105,13 @@ def size_reader(order: str):
     return _SIZE[order].unpack_from
 
 
+def pack_size(size: int, byteorder: str = "<") -> bytes:
+    """A u32 size prefix."""
+    return _SIZE[byteorder].pack(size)
+
+
 def build_frame(payload: bytes, byteorder: str = "<") -> bytes:
-    return Frame[byteorder].build(payload)
+    return frame(byteorder).build(payload)
 
 
 # Used by extras for fixed-size arrays and padded blobs.

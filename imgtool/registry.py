@@ -13,8 +13,13 @@ from .pb import message_class
 
 @dataclass(frozen=True, slots=True)
 class EntrySpec:
-    message: type[Message]
+    message_name: str
     extra: Extra | None = None
+
+    @property
+    def message(self) -> type[Message]:
+        """The generated class (its module is imported on first use)."""
+        return message_class(self.message_name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +33,7 @@ class ImageKind:
 
 
 def _plain(message: str, extra: Extra | None = None) -> EntrySpec:
-    return EntrySpec(message_class(message), extra)
+    return EntrySpec(message, extra)
 
 
 _MESSAGES = {

@@ -18,25 +18,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "schemas"
 
-INIT = '''"""Protobuf classes generated from schemas/ by scripts/gen_pb.py. Do not edit."""
+INIT = '''"""Protobuf classes generated from schemas/ by scripts/gen_pb.py. Do not edit.
+
+A module is imported the first time one of its classes is asked for: a program that reads three kinds of image
+does not pay for building the descriptors of seventy.
+"""
 
 from importlib import import_module
 
 from google.protobuf.message import Message
 
-MODULES = {modules!r}
+MODULE_OF = {{
+{module_of}
+}}
 
 _classes: dict[str, type[Message]] = {{}}
-for _name in MODULES:
-    _module = import_module(f"{{__name__}}.{{_name}}")
-    for _msg in _module.DESCRIPTOR.message_types_by_name:
-        _classes[_msg] = getattr(_module, _msg)
 
 
 def message_class(name: str) -> type[Message]:
     """The generated class of a CRIU message, by its schema name (e.g. "pstree_entry")."""
-    return _classes[name]
+    found = _classes.get(name)
+    if found is None:
+        found = _classes[name] = getattr(import_module(f"{{__name__}}.{{MODULE_OF[name]}}"), name)
+    return found
 '''
+
+TOP_LEVEL_MESSAGE = re.compile(r"^message\s+(\w+)", re.M)
 
 
 def generate(out: Path) -> None:
@@ -49,13 +56,12 @@ def generate(out: Path) -> None:
         old.unlink()
     subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{SCHEMAS}", f"-I{include}",
                     f"--python_out={out}", f"--pyi_out={out}", *protos], check=True, cwd=SCHEMAS)
-    modules = []
     for gen in sorted(out.glob("*_pb2.py*")):
-        text = re.sub(r"^import (\w+_pb2) as", r"from . import \1 as", gen.read_text(), flags=re.M)
-        gen.write_text(text)
-        if gen.suffix == ".py":
-            modules.append(gen.stem)
-    (out / "__init__.py").write_text(INIT.format(modules=modules))
+        gen.write_text(re.sub(r"^import (\w+_pb2) as", r"from . import \1 as", gen.read_text(), flags=re.M))
+    module_of = {message: proto.replace("-", "_").removesuffix(".proto") + "_pb2"
+                 for proto in protos for message in TOP_LEVEL_MESSAGE.findall((SCHEMAS / proto).read_text())}
+    lines = "\n".join(f"    {name!r}: {module!r}," for name, module in sorted(module_of.items()))
+    (out / "__init__.py").write_text(INIT.format(module_of=lines))
 
 
 if __name__ == "__main__":
