@@ -5,13 +5,16 @@ slice of a pages file).  Where both dumps have data, large pieces are
 compared in one C call (``hmac.compare_digest`` on the mapped views, no
 copy) and only a differing piece is split into pages; a page that the newer
 dump keeps in its parent image ("moved to parent") is the same bytes by
-construction.  Nothing is held in memory beyond one piece; mapped pages are
-released as the walk goes, so RSS stays flat.
+construction.  Nothing is held in memory beyond one piece and one task's
+extent index (dropped after the task); mapped pages are released as the walk
+goes, and changed pages are kept as runs in arrays (16 bytes a run), so RSS
+stays flat.
 """
 
 from __future__ import annotations
 
 import hmac
+from array import array
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterator
@@ -20,7 +23,7 @@ from pathlib import Path
 
 from .diff import Change
 from .dump import Dump, Task
-from .memory import DEFAULT_PAGE_SIZE, ExtentIndex, Vma, memory_of
+from .memory import DEFAULT_PAGE_SIZE, ExtentIndex, Vma, address_space, memory_of
 
 PIECE = 1 << 20          # bytes compared per call
 RELEASE_EVERY = 8 << 20   # mapped bytes read between MADV_DONTNEED of the pages files
@@ -28,12 +31,42 @@ FAULT_AROUND = 64 << 10   # the kernel maps this much around each page fault in 
 RANGES_PER_PAGE = 16     # at most this many changed byte ranges listed per page
 
 
+class PageRuns:
+    """Address ranges [start, end) in ascending order, contiguous ones merged, in one array (16 bytes a run).
+
+    JSON: a list of [start, end] pairs, built only when the encoder gets to it.
+    """
+
+    def __init__(self) -> None:
+        self._bounds = array("Q")   # start0, end0, start1, end1, ...
+
+    def add(self, start: int, size: int) -> None:
+        bounds = self._bounds
+        if bounds and bounds[-1] == start:
+            bounds[-1] = start + size
+        else:
+            bounds.extend((start, start + size))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        bounds = self._bounds
+        return zip(bounds[::2], bounds[1::2], strict=True)
+
+    def __len__(self) -> int:
+        return len(self._bounds) // 2
+
+    def __repr__(self) -> str:
+        return f"<PageRuns: {len(self)} runs>"
+
+    def to_json(self) -> list[list[int]]:
+        return [[start, end] for start, end in self]
+
+
 @dataclass
 class Bucket:
     """Totals for one VMA (or for memory outside any known VMA)."""
 
     counts: Counter = field(default_factory=Counter)
-    changed_pages: list[int] = field(default_factory=list)
+    changed: PageRuns = field(default_factory=PageRuns)
     ranges: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
 
 
@@ -48,9 +81,12 @@ class Side:
 
 
 def side_of(dump: Dump, task: Task | None, pid: int) -> Side | None:
-    """The memory of ``pid``: from its address space, or (pre-dumps) from its pagemap alone."""
+    """The memory of ``pid``: from its address space, or (pre-dumps) from its pagemap alone.
+
+    Built afresh rather than taken from ``task.memory``, so that it is freed after the comparison.
+    """
     if task is not None and task.mm is not None:
-        space = task.memory
+        space = address_space(task)
         return Side(space._extents, space.vmas, space.page_size, dump.path.resolve())
     index = memory_of(dump).index(f"pagemap-{pid}", DEFAULT_PAGE_SIZE)
     return Side(index, [], DEFAULT_PAGE_SIZE, dump.path.resolve()) if index is not None else None
@@ -126,11 +162,14 @@ class MemoryComparer:
         label = f"task {ta.pid if ta else pid}" if (ta and tb and ta.pid == tb.pid) or not (ta and tb) \
             else f"task {ta.pid}→{tb.pid}"
         buckets = self.compare(side_a, side_b)
+        del side_a, side_b
+        for dump in (a_dump, b_dump):   # one task's indexes at a time: RSS does not grow with the task count
+            memory_of(dump).forget_indexes()
         for (start, end), bucket in sorted(buckets.items()):
             counts = {k: v for k, v in bucket.counts.items() if k != "equal"}
             if not any(counts.get(k) for k in ("changed", "added", "removed")):
                 continue
-            detail = {**counts, "equal": bucket.counts["equal"], "changed_pages": bucket.changed_pages}
+            detail = {**counts, "equal": bucket.counts["equal"], "changed_ranges": bucket.changed}
             if self.page_ranges:
                 detail["byte_ranges"] = {f"{addr:#x}": r for addr, r in bucket.ranges.items()}
             where = f"vma {start:x}-{end:x}" if start is not None else "outside known VMAs"
@@ -182,7 +221,7 @@ class MemoryComparer:
                 target.counts["equal"] += 1
                 continue
             target.counts["changed"] += 1
-            target.changed_pages.append(lo + off)
+            target.changed.add(lo + off, page)
             if self.page_ranges:
                 target.ranges[lo + off] = _byte_ranges(old, new)
         return mapped

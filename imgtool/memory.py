@@ -599,6 +599,17 @@ class DumpMemory:
         missing = self.missing_parent_bytes.get(name)
         return [f"{missing} bytes marked PE_PARENT in {name}.img are in no parent dump"] if missing else []
 
+    def forget_indexes(self) -> None:
+        """Drop the resolved pagemaps, here and in the parent dumps (rebuilt when asked for again): a walk over
+        many tasks calls this after each task to keep only one task's index in memory."""
+        self._indexes.clear()
+        self._parents.clear()
+        dump = self._dump()
+        if dump is not None and self.window is None:
+            for parent in list(dump.chain())[1:]:
+                if parent in _STORES:
+                    _STORES[parent]._indexes.clear()
+
     def close(self) -> None:
         for pages in self._pages.values():
             pages.close()

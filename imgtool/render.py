@@ -60,7 +60,7 @@ def hexdump(data: bytes, base: int = 0) -> Iterable[str]:
         yield f"{base + off:016x}  {hexes:<47}  |{text}|"
 
 
-def progress(total: int, description: str, *, enabled: bool | None = None):
+def progress(total: int | None, description: str, *, enabled: bool | None = None):
     """A rich progress bar on stderr (hidden when stderr is not a terminal)."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 

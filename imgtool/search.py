@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Protocol
 
 from .errors import ImgtoolError
-from .memory import AddressSpace, Extent, Run, Vma, address_space
+from .memory import AddressSpace, Extent, Run, Vma, address_space, memory_of
 
 if TYPE_CHECKING:
     from .dump import Dump
@@ -264,10 +264,14 @@ def _hit(space: AddressSpace, run: Run, vaddr: int, length: int, context: int) -
                str(pages.path) if pages is not None else "", offset)
 
 
-def spaces(dump: Dump, pids: Iterable[int] | None = None) -> list[AddressSpace]:
-    """Address spaces of the tasks with memory (all, or those in ``pids``, in that order)."""
+def spaces(dump: Dump, pids: Iterable[int] | None = None) -> Iterator[AddressSpace]:
+    """Address spaces of the tasks with memory (all, or those in ``pids``, in that order), built one at a time:
+    the indexes behind one are dropped before the next is built, so memory does not grow with the task count."""
     tasks = [dump.task(pid) for pid in pids] if pids is not None else dump.tasks
-    return [address_space(task) for task in tasks if task.mm is not None]
+    for task in tasks:
+        if task.mm is not None:
+            yield address_space(task)
+            memory_of(dump).forget_indexes()
 
 
 def search_dump(dump: Dump, pattern: Pattern, *, pids: Iterable[int] | None = None, context: int = 16,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 
 import imgtool
 from imgtool.diff import compare
-from imgtool.memdiff import MemoryComparer
+from imgtool.memdiff import MemoryComparer, PageRuns
 from imgtool.synth import SynthTask, SynthVma, build_dump
 
 from corpus import CORPUS
@@ -29,7 +30,7 @@ def _memory(a: Path, b: Path, **kwargs) -> dict[str, dict]:
 def test_twice_scenario_changed_pages() -> None:
     found = _memory(CORPUS / "twice" / "images-a", CORPUS / "twice" / "images-b")
     region_a = found["vma 7f00bea00000-7f00bf200000"]   # "A anon", its pages 0..15 rewritten
-    assert region_a["changed_pages"] == [0x7F00BEA00000 + i * PAGE for i in range(16)]
+    assert list(region_a["changed_ranges"]) == [(0x7F00BEA00000, 0x7F00BEA00000 + 16 * PAGE)]
     assert region_a["equal"] == 2048 - 16 and region_a.get("added", 0) == region_a.get("removed", 0) == 0
     heap = found["vma 556a13dbb000-556a13ddc000"]        # the second malloc'ed secret
     assert heap.get("added", 0) + heap.get("changed", 0) >= 1
@@ -40,8 +41,19 @@ def test_twice_scenario_changed_pages() -> None:
 def test_incremental_pair_shows_the_pages_that_changed() -> None:
     found = _memory(CORPUS / "incremental" / "images-0", CORPUS / "incremental" / "images-1")
     region_a = found["vma 7f751d63e000-7f751e641000"]
-    assert region_a["changed_pages"] == [0x7F751D63E000 + i * PAGE for i in range(100, 200)]  # SCENARIO.md
+    base = 0x7F751D63E000
+    assert list(region_a["changed_ranges"]) == [(base + 100 * PAGE, base + 200 * PAGE)]  # pages 100-199: SCENARIO.md
     assert region_a["moved to parent"] >= 3900   # the rest is kept in images-0 by reference
+
+
+def test_page_runs_merge_contiguous_pages_and_encode_as_pairs() -> None:
+    runs = PageRuns()
+    for page in (0, 1, 2, 5, 7, 8):
+        runs.add(BASE + page * PAGE, PAGE)
+    assert list(runs) == [(BASE, BASE + 3 * PAGE), (BASE + 5 * PAGE, BASE + 6 * PAGE),
+                          (BASE + 7 * PAGE, BASE + 9 * PAGE)]
+    assert len(runs) == 3
+    assert json.loads(json.dumps({"r": runs}, default=lambda v: v.to_json())) == {"r": [list(r) for r in runs]}
 
 
 def test_same_dump_is_equal() -> None:
@@ -64,7 +76,7 @@ def test_added_removed_changed_and_byte_ranges(tmp_path: Path) -> None:
     a, b = _synth(tmp_path / "a", old), _synth(tmp_path / "b", new)
     (detail,) = _memory(a, b, page_ranges=True).values()
     assert (detail["changed"], detail["removed"], detail["added"], detail["equal"]) == (1, 1, 1, 8)
-    assert detail["changed_pages"] == [BASE + 2 * PAGE]
+    assert list(detail["changed_ranges"]) == [(BASE + 2 * PAGE, BASE + 3 * PAGE)]
     assert detail["byte_ranges"] == {hex(BASE + 2 * PAGE): [(6, 14)]}
 
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from .. import open as open_dump
 from ..cli import EXIT_DIFFERENT, EXIT_OK, UsageError
 from ..memory import AddressSpace, address_space
 from ..search import CHUNK, REGEX_WINDOW, Hit, Literal, Pattern, Regex, extract, search_space, spaces
+
+if TYPE_CHECKING:
+    from ..dump import Dump
 
 HEXDUMP_CHUNK = 1 << 16
 
@@ -115,7 +118,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.context < 0 or (args.max_count is not None and args.max_count < 1):
         raise UsageError("--context must be >= 0 and --max-count >= 1")
     with open_dump(args.dir) as dump:
-        hits = _collect(spaces(dump, [args.pid] if args.pid is not None else None), pattern, args)
+        hits = _collect(dump, [args.pid] if args.pid is not None else None, pattern, args)
     if args.json:
         emit_json([hit.to_json() for hit in hits])
     else:
@@ -123,13 +126,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     return EXIT_OK if hits else EXIT_DIFFERENT
 
 
-def _collect(targets: list[AddressSpace], pattern: Pattern, args: argparse.Namespace) -> list[Hit]:
+def _collect(dump: Dump, pids: list[int] | None, pattern: Pattern, args: argparse.Namespace) -> list[Hit]:
     from ..render import progress
 
     hits: list[Hit] = []
-    bar, task = progress(sum(s.dumped_bytes() for s in targets), "searching")
+    show = sys.stderr.isatty()   # the bar's total costs a first pass over the pagemaps: only for people
+    bar, task = progress(sum(s.dumped_bytes() for s in spaces(dump, pids)) if show else None, "searching",
+                         enabled=show)
     with bar:
-        for space in targets:
+        for space in spaces(dump, pids):
             found = search_space(space, pattern, context=args.context, chunk=CHUNK,
                                  progress=lambda n: bar.advance(task, n))
             for hit in found:
