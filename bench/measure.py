@@ -1,8 +1,9 @@
 """Run one benchmark step in a fresh interpreter and report its wall time and peak RSS.
 
 Peak RSS is VmHWM of the child, read by the child itself (ru_maxrss would include the parent's memory at
-fork).  The time counts from before the step's code, imports included, to its end; the step's stdout goes
-to /dev/null.  ``python`` runs the step under another interpreter (crit's venv).
+fork).  The time counts from before the step's code, imports included, to its end (a step may restart the
+clock after its imports: ``start = time.perf_counter()``); the step's stdout goes to /dev/null.  ``python``
+runs the step under another interpreter (crit's venv).
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ import pytest
 
 import imgtool
 from imgtool.memdiff import MemoryComparer
-from imgtool.search import Literal, extract, search_dump
+from imgtool.memory import memory_of
+from imgtool.search import Literal, extract, search_dump, spaces
 from imgtool.synth import generate
 
 NEEDLE = b"STREAMING-NEEDLE-5b1f"
@@ -101,3 +102,23 @@ def test_summary_does_not_index_all_memory(tmp_path: Path) -> None:
     assert info["processes"][0]["cmdline"][0] == "/usr/bin/synth"
     assert info["memory"]["present_pages"] == (1 << 18) + 1
     assert peak < 10 << 20, f"summary held {peak >> 20} MiB"
+
+
+def _held(dump: imgtool.Dump) -> set[str]:
+    """The pagemaps whose resolved index the dump's memory store (and its parent's) keeps."""
+    return {name for store in map(memory_of, dump.chain()) for name, _ in store._indexes}
+
+
+def test_walks_hold_one_task_index_at_a_time(chain: list[Path]) -> None:
+    """search and diff drop a task's extent indexes before the next task's: memory does not grow with tasks."""
+    with imgtool.open(chain[-1]) as dump:
+        seen = []
+        for space in spaces(dump):
+            seen.append(space.pid)
+            assert {n for n in _held(dump) if not n.startswith("pagemap-shmem-")} == {f"pagemap-{space.pid}"}
+        assert seen == [1000, 1001]
+        assert _held(dump) == set()
+    with imgtool.open(chain[0]) as old, imgtool.open(chain[-1]) as new:
+        for task in new.tasks:
+            list(MemoryComparer()(old.task(task.pid), task))
+            assert _held(old) == _held(new) == set()
