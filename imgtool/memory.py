@@ -360,6 +360,10 @@ class _Window(ExtentIndex):
         super().__init__()
         self.lo, self.hi = lo, hi
 
+    def touches(self, start: int, end: int) -> bool:
+        """Whether ``[start, end)`` overlaps the window."""
+        return start < self.hi and end > self.lo
+
     def overlapping(self, starts: Sequence[int], ends: Sequence[int]) -> list[bool]:
         return list(map(and_, map(lt, starts, repeat(self.hi)), map(gt, ends, repeat(self.lo))))
 
@@ -541,6 +545,8 @@ class DumpMemory:
         parent: ExtentIndex | None = None
         missing = 0
         for kinds, starts, ends, offsets in _runs(pagemap.batches(view, head_end, order, file), page_size, file):
+            if not kinds or (isinstance(index, _Window) and not index.touches(starts[0], ends[-1])):
+                continue
             if PE_PARENT in kinds and parent is None and (PE_PRESENT not in kinds
                                                           or kinds.index(PE_PARENT) < kinds.index(PE_PRESENT)):
                 parent = self._parent_index(name, page_size, seen) or ExtentIndex()   # where the loop would
