@@ -272,8 +272,12 @@ class ExtentIndex:
         self.offsets.append(offset)
 
     def extend(self, starts: Sequence[int], ends: Sequence[int], file_ids: Sequence[int],
-               offsets: Sequence[int]) -> None:
-        """``append`` each of these sorted, disjoint extents; in bulk when none continues the one before it."""
+               offsets: Sequence[int], *, apart: bool = False) -> None:
+        """``append`` each of these sorted, disjoint extents; in bulk when none continues the one before it.
+
+        ``apart``: the caller knows that none of them continues the one before it (the first may still continue
+        our last), so that is not checked.  Merging only saves room: extents left apart read the same.
+        """
         if not len(starts):
             return
         self.append(starts[0], ends[0] - starts[0], file_ids[0], offsets[0])
@@ -282,7 +286,7 @@ class ExtentIndex:
         follows = map(add, offsets, map(sub, ends, starts))     # file offset just past each extent
         touching = map(and_, map(eq, starts[1:], ends), map(and_, map(eq, file_ids[1:], file_ids),
                                                             map(eq, offsets[1:], follows)))
-        if starts[1] < self.ends[-1] or any(touching):
+        if starts[1] < self.ends[-1] or (not apart and any(touching)):
             for start, end, file_id, offset in zip(starts[1:], ends[1:], file_ids[1:], offsets[1:], strict=True):
                 self.append(start, end - start, file_id, offset)
             return
@@ -292,12 +296,12 @@ class ExtentIndex:
         self.offsets.extend(offsets[1:])
 
     def extend_from(self, source: ExtentIndex, lo: int, hi: int) -> None:
-        """Append extents ``lo:hi`` of ``source`` (which must come after ours)."""
+        """Append extents ``lo:hi`` of ``source`` (which must come after ours); they are apart already."""
         if lo >= hi:
             return
         ids = [self.file_id(pages) for pages in source.files]
         self.extend(source.starts[lo:hi], source.ends[lo:hi], list(map(ids.__getitem__, source.file_ids[lo:hi])),
-                    source.offsets[lo:hi])
+                    source.offsets[lo:hi], apart=True)
 
     def slices(self, lo: int, hi: int) -> Iterator[tuple[int, int, PagesFile, int]]:
         """(start, end, pages file, file offset) of the dumped parts of ``[lo, hi)``, clipped to it."""
@@ -372,11 +376,11 @@ class _Window(ExtentIndex):
             super().append(start, length, file_id, offset)
 
     def extend(self, starts: Sequence[int], ends: Sequence[int], file_ids: Sequence[int],
-               offsets: Sequence[int]) -> None:
+               offsets: Sequence[int], *, apart: bool = False) -> None:
         keep = self.overlapping(starts, ends)
         if not all(keep):
             starts, ends, file_ids, offsets = (list(compress(c, keep)) for c in (starts, ends, file_ids, offsets))
-        super().extend(starts, ends, file_ids, offsets)
+        super().extend(starts, ends, file_ids, offsets, apart=apart)
 
 
 # -- pagemaps -----------------------------------------------------------------------
@@ -584,9 +588,11 @@ class DumpMemory:
         if isinstance(index, _Window):
             kinds, starts, ends, offsets = (list(compress(c, index.overlapping(starts, ends)))
                                             for c in (kinds, starts, ends, offsets))
+        # Runs are maximal (the coalescer joined address-contiguous entries of one kind) and a parent's extents
+        # lie in other files than ours: no run continues the one before it, so extend need not look.
         in_parent = list(map(eq, kinds, repeat(PE_PARENT)))
         if not any(in_parent):
-            index.extend(starts, ends, [own] * len(starts), offsets)
+            index.extend(starts, ends, [own] * len(starts), offsets, apart=True)
             return True
         found = _holders(parent, starts, ends, in_parent)
         if found is None:
@@ -597,7 +603,7 @@ class DumpMemory:
         moved = map(add, map(parent.offsets.__getitem__, found), shift)
         # own file and offset for PE_PRESENT runs, the parent's for PE_PARENT ones (in_parent is 0 or 1)
         index.extend(starts, ends, list(map(add, repeat(own), map(mul, in_parent, map(sub, file_ids, repeat(own))))),
-                     list(map(add, offsets, map(mul, in_parent, map(sub, moved, offsets)))))
+                     list(map(add, offsets, map(mul, in_parent, map(sub, moved, offsets)))), apart=True)
         return True
 
     def unresolved(self, name: str) -> list[str]:

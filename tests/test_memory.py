@@ -211,10 +211,20 @@ def expected_level(i: int) -> int:
     return 1 if 8 <= i < 12 or 40 <= i < 48 else 0
 
 
+def assert_apart(space: AddressSpace) -> None:
+    """No extent continues the one before it (same file, next offset): the index merged all it could."""
+    e = space._extents
+    for i in range(1, len(e)):
+        touching = (e.starts[i] == e.ends[i - 1] and e.file_ids[i] == e.file_ids[i - 1]
+                    and e.offsets[i] == e.offsets[i - 1] + e.ends[i - 1] - e.starts[i - 1])
+        assert not touching, f"extents {i - 1} and {i} should be one"
+
+
 def test_three_level_chain_with_split_parent_entries(tmp_path: Path) -> None:
     with imgtool.open(chain(tmp_path)) as dump:
         assert [d.path.name for d in dump.chain()] == ["d2", "d1", "d0"]
         space = address_space(dump.task(7))
+        assert_apart(space)
         data = space.read(BASE, 64 * PAGE)
         for i in range(64):
             level = expected_level(i)
@@ -234,6 +244,7 @@ def test_fragmented_and_dense_pagemaps_read_the_same(tmp_path: Path) -> None:
     assert Image.open(tmp_path / "fragmented" / "pagemap-3.img").count() == 1 + 250
     assert Image.open(tmp_path / "dense" / "pagemap-3.img").count() == 1 + 2
     for space in (dense, fragmented):
+        assert_apart(space)
         assert [(r.vaddr, r.length) for r in space.runs()] == [(BASE, 100 * PAGE), (BASE + 150 * PAGE, 150 * PAGE)]
         assert len(list(space.segments())) == 2          # one-page entries merge into file-contiguous extents
     assert dense.read(BASE, 300 * PAGE, zero_fill=True) == fragmented.read(BASE, 300 * PAGE, zero_fill=True)
