@@ -32,7 +32,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import accumulate, compress, pairwise, repeat
+from itertools import accumulate, chain, compress, islice, pairwise, repeat
 from operator import add, and_, eq, gt, le, lt, mul, ne, or_, sub
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -223,11 +223,33 @@ class Run(NamedTuple):
 
     vaddr: int
     length: int
-    extents: tuple[Extent, ...]
+    extents: Sequence[Extent]
 
     @property
     def end(self) -> int:
         return self.vaddr + self.length
+
+
+class ExtentSpan(Sequence[Extent]):
+    """Extents ``lo:hi`` of an index, each made when it is asked for: a run of many extents takes no room."""
+
+    __slots__ = ("_hi", "_index", "_lo")
+
+    def __init__(self, index: ExtentIndex, lo: int, hi: int) -> None:
+        self._index, self._lo, self._hi = index, lo, hi
+
+    def __len__(self) -> int:
+        return self._hi - self._lo
+
+    def __getitem__(self, i):   # an int gives an Extent, a slice a tuple of them
+        if isinstance(i, slice):
+            return tuple(self[j] for j in range(*i.indices(len(self))))
+        at = (i + len(self) if i < 0 else i) + self._lo
+        if not self._lo <= at < self._hi:
+            raise IndexError(f"extent {i} of {len(self)}")
+        index = self._index
+        start = index.starts[at]
+        return Extent(start, index.ends[at] - start, index.files[index.file_ids[at]], index.offsets[at])
 
 
 class ExtentIndex:
@@ -814,24 +836,19 @@ class AddressSpace:
 
     def runs(self) -> Iterator[Run]:
         """Dumped bytes grouped into address-contiguous runs; gaps separate runs."""
-        group: list[Extent] = []
-        for extent in self._extents.extents():
-            if group and extent.vaddr != group[-1].end:
-                yield _run(group)
-                group = []
-            group.append(extent)
-        if group:
-            yield _run(group)
+        index = self._extents
+        starts, ends, count = index.starts, index.ends, len(index)
+        gaps = compress(range(1, count), map(ne, islice(starts, 1, None), ends))   # runs start there
+        lo = 0
+        for hi in chain(gaps, [count] if count else []):
+            yield Run(starts[lo], ends[hi - 1] - starts[lo], ExtentSpan(index, lo, hi))
+            lo = hi
 
     def dumped_bytes(self, start: int = 0, end: int | None = None) -> int:
         """How many bytes of ``[start, end)`` (default: everything) are in the dump."""
         if start == 0 and end is None:
             return self._extents.covered()
         return sum(stop - lo for lo, stop, _, _ in self._extents.slices(start, (1 << 64) if end is None else end))
-
-
-def _run(extents: list[Extent]) -> Run:
-    return Run(extents[0].vaddr, extents[-1].end - extents[0].vaddr, tuple(extents))
 
 
 def address_space(task: Task) -> AddressSpace:
