@@ -936,7 +936,8 @@ def cmdline(space: AddressSpace, mm: Message | None = None) -> list[str]:
 
 def cmdline_of(task: Task) -> list[str]:
     """``task.cmdline`` without indexing the whole address space: only the pages holding argv are resolved
-    (the same parsing and checks, so the same errors; a fragmented GiB-sized pagemap is not held in memory)."""
+    (the whole pagemap is parsed and its order checked, the pages files only where argv is; a fragmented
+    GiB-sized pagemap is not held in memory)."""
     mm = task.mm
     if mm is None or "memory" in task.__dict__:   # nothing to read, or already indexed
         return task.cmdline
