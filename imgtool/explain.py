@@ -47,6 +47,8 @@ _MARKERS: dict[bytes, tuple[Operation | None, Verdict | None, str | None]] = {
     b"Restoring FAILED.": ("restore", "failed", None),  # cr-restore.c:2331
     b"fdinfo works OK": ("check", None, None),  # cr-check.c:314,397,439
     b"Dirty tracking support is OFF": (None, None, "no-dirty-track"),  # kerndat.c:469
+    b"No pstree.img image": ("restore", None, "no-pstree"),  # image.c do_open_image: pr_info("No %s image")
+    b"`- returned 0": ("restore", None, "pages-eof"),  # pie/restorer.c: pr_debug("`- returned %ld") after preadv
 }
 _MARKER_RE = re.compile(b"|".join(re.escape(m) for m in sorted(_MARKERS, key=len, reverse=True)))
 # A line matters only if it holds one of these; bytes.find skips everything else fast.
@@ -226,6 +228,12 @@ RULES: tuple[Rule, ...] = (
     _rule("image-missing", [r"Unexpected EOF on \(empty-image\)"],
           "A required image file is missing from the dump directory (criu reads a missing image as empty).",
           "Copy the whole dump directory again; `imgtool check DIR` names the missing image.",
+          operation="restore"),
+    # pie/restorer.c (CRIU after 4.2)  "Unexpected EOF reading pages data at offset %ld (%d iovs remaining)";
+    # 4.2 itself logs "`- returned 0" and retries forever (see LAST_WORDS)
+    _rule("pages-eof", [r"Unexpected EOF reading pages data at offset (?P<offset>\d+)"],
+          "A pages file ends before the pages its pagemap lists: it was truncated (or replaced) after the dump.",
+          "Copy the dump again; `imgtool check DIR` names the pages file and how much of it is missing.",
           operation="restore"),
     # pie/util-vdso.c:107  "Invalid ELF magic": the restored vDSO page holds other bytes, so pages
     # were read from the wrong offset (a pagemap entry lost, or pages of another dump)
@@ -551,7 +559,28 @@ def _explain_ok(scan: _Scan, operation: Operation | None) -> Explanation:
     return Explanation("ok", operation, None, None, "none", summary, "Nothing to do.", details)
 
 
+# Logs that end without a verdict or an error, but with a sign of why CRIU never finished.
+# flag -> (cause, summary, fix)
+LAST_WORDS: dict[str, tuple[str, str, str]] = {
+    "pages-eof": (
+        "pages-eof",
+        "The log ends inside the restorer's page reads, after a read returned 0 bytes: a pages file is shorter "
+        "than its pagemap says, and CRIU 4.2's restorer retries such a read forever (the task spins at 100% CPU "
+        "until killed).",
+        "Kill the stuck restore, then copy the dump again: the pages file was truncated. `imgtool check DIR` "
+        "names it and how much of it is missing."),
+    "no-pstree": (
+        "image-missing",
+        "pstree.img is missing (the log says \"No pstree.img image\"): CRIU 4.2 goes on with an empty process "
+        "tree and crashes (SIGSEGV) without an error message.",
+        "Copy the whole dump directory again; `imgtool check DIR` names every missing image."),
+}
+
+
 def _explain_no_verdict(scan: _Scan, operation: Operation | None) -> Explanation:
+    for flag, (cause, summary, fix) in LAST_WORDS.items():
+        if flag in scan.flags:
+            return Explanation("unknown", operation, None, None, cause, summary, fix, _common_details(scan))
     return Explanation("unknown", operation, None, None, "no-verdict",
                        "The log has no result line and no errors: it is cut short, still being written, or not "
                        "a CRIU log.",

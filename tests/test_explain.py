@@ -213,6 +213,8 @@ CASES = [
     Case("image-missing", "(00.026001) Error (criu/protobuf.c:72): Unexpected EOF on (empty-image)", "imgtool check"),
     Case("pages-misplaced", "(00.120001) pie: 4242: Error (criu/pie/util-vdso.c:107): Invalid ELF magic",
          "imgtool check"),
+    Case("pages-eof", "(00.120001) pie: 4242: Error (criu/pie/restorer.c:1801): Unexpected EOF reading pages data "
+         "at offset 2228224 (1 iovs remaining)", "imgtool check"),
     Case("unix-peer-unresolved", "(00.031001) Error (criu/sk-unix.c:2285): FATAL: Peer 81234 unresolved for 81233",
          "peer has accepted"),
     Case("unix-connect-failed", "(00.031001) Error (criu/sk-unix.c:1406): Can't connect 81233 socket: No such file "
@@ -369,6 +371,30 @@ def test_success_line_wins_over_nonfatal_errors() -> None:
 def test_noise_only_log_without_verdict_is_unknown() -> None:
     explanation = explain_text(RLIMIT_NOISE + "\n(00.1) Dumping processes (pid: 1 comm: x)\n")
     assert (explanation.verdict, explanation.operation, explanation.cause) == ("unknown", "dump", "no-verdict")
+
+
+# The tails of two real restore logs of tests/test_faults.py (CRIU 4.2.1), which end without a verdict.
+SPINNING_RESTORER = [
+    "(00.029511) pie: 4242: Preadv 0x7ffe169f5000:8192... (1 iovs)",
+    "(00.029513) pie: 4242: `- returned 8192",
+    *["(10.007158) pie: 4242: Preadv 0x7ffe169f7000:8192... (1 iovs)", "(10.007159) pie: 4242: `- returned 0"] * 3,
+]
+NO_PSTREE = ["(00.013459) Reading image tree", "(00.013463) No pstree.img image", "(00.013464) pstree pid_max=0",
+             "(00.013470) NS mask to use 0"]
+
+
+@pytest.mark.parametrize(("tail", "cause", "says"), [(SPINNING_RESTORER, "pages-eof", "retries such a read forever"),
+                                                     (NO_PSTREE, "image-missing", "crashes (SIGSEGV)")])
+def test_last_words_of_a_log_without_verdict(tail: list[str], cause: str, says: str) -> None:
+    """A restore that hung or crashed writes no verdict: its last lines still tell why."""
+    explanation = explain_text("\n".join([RLIMIT_NOISE, "(00.026038) Reading image tree", *tail]) + "\n")
+    assert (explanation.verdict, explanation.operation, explanation.cause) == ("unknown", "restore", cause)
+    assert says in explanation.summary and "imgtool check" in explanation.fix
+
+
+def test_a_successful_page_read_is_not_a_last_word() -> None:
+    explanation = explain_text("\n".join([RLIMIT_NOISE, *SPINNING_RESTORER[:2]]) + "\n")
+    assert explanation.cause == "no-verdict"
 
 
 # -- hostile input -----------------------------------------------------------------------------------------

@@ -390,7 +390,7 @@ def test_pages_truncated(criu: Path, dump_holder: Callable[..., Holder], capsys:
     pages = damaged / "pages-1.img"
     os.truncate(pages, pages.stat().st_size - 2 * PAGE)
     done = attempt("8 pages file 2 pages short", criu, damaged, [], capsys)
-    expect(done, "error:image-pages-short", cause="no-verdict")
+    expect(done, "error:image-pages-short", cause="pages-eof")
     assert done.row.actual == "hung"
     spun = done.result.leftovers.get(holder.pid, 0.0)
     assert spun > HANG_TIMEOUT / 2, f"the restored task used {spun:.1f} s of CPU in {HANG_TIMEOUT} s, not spinning"
@@ -425,7 +425,7 @@ def drop_pagemap_entry(path: Path, address: int) -> dict[str, Any]:
 MISSING = {  # image -> (imgtool check's finding, what criu restore does, imgtool explain's cause)
     "core": ("error:image-missing", "failed", "image-missing"),   # "Unexpected EOF on (empty-image)"
     "fdinfo": ("warning:image-fdinfo-missing", "ok", None),   # criu opens it as empty: no fds at all
-    "pstree": ("error:image-missing", "crashed (signal 11)", "no-verdict"),
+    "pstree": ("error:image-missing", "crashed (signal 11)", "image-missing"),
 }
 
 
