@@ -633,6 +633,10 @@ class DumpMemory:
         missing = self.missing_parent_bytes.get(name)
         return [f"{missing} bytes marked PE_PARENT in {name}.img are in no parent dump"] if missing else []
 
+    def forget(self, name: str, page_size: int) -> None:
+        """Drop one resolved pagemap (rebuilt when asked for again)."""
+        self._indexes.pop((name, page_size), None)
+
     def forget_indexes(self) -> None:
         """Drop the resolved pagemaps, here and in the parent dumps (rebuilt when asked for again): a walk over
         many tasks calls this after each task to keep only one task's index in memory."""
@@ -860,12 +864,14 @@ def _space(task: Task, store: DumpMemory) -> AddressSpace:
     dump, mm = task.dump, task.mm
     vmas = [vma_from_entry(v) for v in mm.vmas] if mm is not None else []
     page_size = page_size_of(mm)
-    private = store.index(f"pagemap-{task.pid}", page_size) or ExtentIndex()
-    problems = store.unresolved(f"pagemap-{task.pid}")
+    name = f"pagemap-{task.pid}"
+    private = store.index(name, page_size) or ExtentIndex()
+    problems = store.unresolved(name)
     shared = [v for v in vmas if v.shared_object]
     if not shared:
         return AddressSpace(task.pid, vmas, private, page_size, mm, problems)
     extents = _with_shared(dump, store, private, shared, page_size, problems)
+    store.forget(name, page_size)   # the merged copy holds all of it: do not keep both
     return AddressSpace(task.pid, vmas, extents, page_size, mm, problems)
 
 

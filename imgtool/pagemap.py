@@ -36,7 +36,7 @@ from .pb import message_class
 PE_PARENT, PE_LAZY, PE_PRESENT = 1, 2, 4
 FIELDS = ("vaddr", "compat_nr_pages", "in_parent", "flags", "nr_pages")
 
-_CHUNK = 1 << 16
+_CHUNK = 1 << 14
 _SLOW_FRAMES = 64     # frames read one by one after a regular run failed, before trying again
 # Possessive quantifiers: nothing after a varint or an optional field can fail, so the regex engine keeps
 # no backtracking state (a third faster than plain ones, same matches).
