@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import imgtool
+from imgtool import cli
 from imgtool.diff import compare
 from imgtool.memdiff import MemoryComparer, PageRuns
 from imgtool.synth import SynthTask, SynthVma, build_dump
@@ -35,6 +36,15 @@ def test_twice_scenario_changed_pages() -> None:
     heap = found["vma 556a13dbb000-556a13ddc000"]        # the second malloc'ed secret
     assert heap.get("added", 0) + heap.get("changed", 0) >= 1
     assert "vma 7f00be600000-7f00bea00000" not in found   # B (shared) unchanged
+
+
+@needs_corpus
+def test_diff_json_lists_changed_ranges(capsys: pytest.CaptureFixture[str]) -> None:
+    status = cli.main(["diff", str(CORPUS / "twice" / "images-a"), str(CORPUS / "twice" / "images-b"),
+                       "--only", "memory", "--json"])
+    assert status == 1
+    memory = {c["path"][1]: c["new"] for c in json.loads(capsys.readouterr().out)["changes"]}
+    assert memory["vma 7f00bea00000-7f00bf200000"]["changed_ranges"] == [[0x7F00BEA00000, 0x7F00BEA00000 + 16 * PAGE]]
 
 
 @needs_corpus
