@@ -223,7 +223,7 @@ class Run(NamedTuple):
 
     vaddr: int
     length: int
-    extents: Sequence[Extent]
+    extents: ExtentSpan
 
     @property
     def end(self) -> int:
@@ -250,6 +250,22 @@ class ExtentSpan(Sequence[Extent]):
         index = self._index
         start = index.starts[at]
         return Extent(start, index.ends[at] - start, index.files[index.file_ids[at]], index.offsets[at])
+
+    def copy(self, lo: int, hi: int) -> bytearray:
+        """The bytes of addresses ``[lo, hi)`` (gaps, which a run has none of, read as zeros)."""
+        return self._index.copy(lo, hi)
+
+    def next_long(self, i: int, limit: int, size: int) -> int | None:
+        """The address of the first extent after extent ``i`` that starts below ``limit`` and is at least
+        ``size`` bytes long; None if there is none."""
+        starts, ends = self._index.starts, self._index.ends
+        for at in range(self._lo + i + 1, self._hi):
+            start = starts[at]
+            if start >= limit:
+                return None
+            if ends[at] - start >= size:
+                return start
+        return None
 
 
 class ExtentIndex:

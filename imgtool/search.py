@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Protocol
 
 from .errors import ImgtoolError
-from .memory import AddressSpace, Extent, Run, Vma, address_space, memory_of
+from .memory import AddressSpace, Run, Vma, address_space, memory_of
 
 if TYPE_CHECKING:
     from .dump import Dump
@@ -175,47 +175,26 @@ class _Meter:
 
 def _windows(run: Run, overlap: int, chunk: int) -> Iterator[tuple[Buffer, int, int, int]]:
     """(buffer, buffer offset of ``pos``, pos, stop) per window; the buffer holds ``[pos, stop + overlap)``
-    clipped to the run.  In-place windows index the pages file itself.
+    clipped to the run.  In-place windows index the pages file itself; the others are copied, up to where an
+    extent long enough to search in place starts.
     """
     extents, end = run.extents, run.end
     direct_min = max(overlap + 1, min(chunk, DIRECT_MIN))
-    i, pos = 0, run.vaddr
+    i, pos, ext = 0, run.vaddr, extents[0]
     while pos < end:
-        while extents[i].end <= pos:
+        while ext.end <= pos:
             i += 1
-        ext = extents[i]
+            ext = extents[i]
         last = ext.end == end                       # no seam ahead: searching in place is always possible
         direct_stop = end if last else ext.end - overlap
         if last or direct_stop - pos >= direct_min:
             stop = min(pos + chunk, direct_stop)
             yield ext.pages.data, ext.offset + pos - ext.vaddr, pos, stop
         else:
-            stop = _copy_stop(extents, i, min(pos + chunk, end), overlap + direct_min)
-            yield _gather(extents, i, pos, min(stop + overlap, end)), 0, pos, stop
+            limit = min(pos + chunk, end)
+            stop = extents.next_long(i, limit, overlap + direct_min) or limit
+            yield extents.copy(pos, min(stop + overlap, end)), 0, pos, stop
         pos = stop
-
-
-def _copy_stop(extents: tuple[Extent, ...], i: int, limit: int, big: int) -> int:
-    """Where a copied window ends: ``limit``, or earlier where an extent big enough to search in place starts."""
-    for j in range(i + 1, len(extents)):
-        ext = extents[j]
-        if ext.vaddr >= limit:
-            break
-        if ext.length >= big:
-            return ext.vaddr
-    return limit
-
-
-def _gather(extents: tuple[Extent, ...], i: int, lo: int, hi: int) -> bytearray:
-    out = bytearray(hi - lo)
-    for j in range(i, len(extents)):
-        ext = extents[j]
-        if ext.vaddr >= hi:
-            break
-        start, stop = max(ext.vaddr, lo), min(ext.end, hi)
-        src = ext.offset + start - ext.vaddr
-        out[start - lo:stop - lo] = ext.pages.view[src:src + stop - start]
-    return out
 
 
 def scan_run(run: Run, pattern: Pattern, chunk: int = CHUNK, meter: _Meter | None = None) -> Iterator[tuple[int, int]]:
