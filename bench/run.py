@@ -367,8 +367,9 @@ Against the goals (computed from the table above):
 Reading the table: a step's time includes importing imgtool (about 0.05 s) and building the task's extent
 index (0.01-0.06 s here), fixed costs that weigh most on the small dumps; the "imgtool imported" row leaves
 the import out.  Peak RSS of search, full read and diff still grows by a few MiB from 1 to 8 GiB: that is
-one task's extent index (about 60 bytes per extent, ~23,600 extents for the 8 GiB task), built to read the
-task at any address; decode, x rss and summary stream and stay flat.
+one task's extent index (28 bytes an extent in arrays, ~23,600 extents for the 8 GiB task, plus the lists
+that building it takes and the allocator's slack), built to read the task at any address; decode, x rss
+and summary stream and stay flat.
 
 Reproduce: `bench/get-crit.sh` (optional: builds CRIU's crit into a private venv), then
 `python bench/run.py --sizes 1,2,4,8` (about 15 minutes on 2 cores; needs ~12 GiB of free disk in $TMPDIR
