@@ -32,8 +32,8 @@ own session may be led by a process outside our pid namespace (as in CI), and cr
 Other caveats: a failed restore can leave a task it had forked as our zombie: restore() reaps those, or the next
 restore of the dump finds its pid taken. A restore log line ``Error (criu/util.c:...): rlimit: Can't setup
 RLIMIT_NOFILE for self`` is harmless. Regular files the process has open must still exist at restore time with the
-size they had at dump (CRIU checks it): the output
-file is written only before READY, so it does not change after the dump.
+size they had at dump (CRIU checks it): the output file is written only before READY, so it does not change after
+the dump.
 """
 
 from __future__ import annotations
