@@ -490,6 +490,16 @@ class _Coalescer:
         self.entries += len(vaddrs)
         return done
 
+    def skip(self, vaddrs: list[int], pages: list[int], flags: list[int]) -> None:
+        """Take in a batch wanted by nobody: the pages file offset moves past its data, and its last entry
+        becomes the open run (the next batch may continue it); no order checks."""
+        has_data = _lookup(_HAS_DATA, flags)
+        last = self.page_size * pages[-1]
+        before_last = self.offset + self.page_size * sum(compress(pages[:-1], has_data[:-1]))
+        self.kind, self.start, self.end = _lookup(_KIND, flags[-1:])[0], vaddrs[-1], vaddrs[-1] + last
+        self.run_offset, self.offset = before_last, before_last + last * has_data[-1]
+        self.entries += len(vaddrs)
+
     def _close(self, runs: tuple[list[int], ...]) -> Runs:
         """The open run and all of ``runs`` but the last, which becomes the open run; empty runs dropped."""
         if not runs[0]:
@@ -520,11 +530,17 @@ class _Coalescer:
 Runs = list[list[int]]   # kinds, starts, ends, pages file offsets of consecutive runs
 
 
-def _runs(batches: Iterator[pagemap.Batch], page_size: int, file: str) -> Iterator[Runs]:
-    """Runs of address-contiguous entries of one kind, in lists (one per batch of entries)."""
+def _runs(batches: Iterator[pagemap.Batch], page_size: int, file: str, below: int = 0) -> Iterator[Runs]:
+    """Runs of address-contiguous entries of one kind, in lists (one per batch of entries).
+
+    Batches that end at or below ``below`` only move the pages file offset: their runs are not made.
+    """
     coalescer = _Coalescer(page_size, file)
-    for batch in batches:
-        yield coalescer.feed(*batch)
+    for vaddrs, pages, flags in batches:
+        if vaddrs and vaddrs[-1] + pages[-1] * page_size <= below:
+            coalescer.skip(vaddrs, pages, flags)
+        else:
+            yield coalescer.feed(vaddrs, pages, flags)
     yield coalescer.finish()
 
 
@@ -586,7 +602,9 @@ class DumpMemory:
         index = ExtentIndex() if self.window is None or shared else _Window(*self.window)
         parent: ExtentIndex | None = None
         missing = 0
-        for kinds, starts, ends, offsets in _runs(pagemap.batches(view, head_end, order, file), page_size, file):
+        below = index.lo if isinstance(index, _Window) else 0
+        for kinds, starts, ends, offsets in _runs(pagemap.batches(view, head_end, order, file), page_size, file,
+                                                  below):
             if not kinds or (isinstance(index, _Window) and not index.touches(starts[0], ends[-1])):
                 continue
             if PE_PARENT in kinds and parent is None and (PE_PRESENT not in kinds

@@ -34,6 +34,19 @@ def test_windowed_cmdline_through_a_parent_chain(tmp_path: Path) -> None:
         assert cmdline_of(windowed.tasks[2])[:3] == ["/usr/bin/synth", "--worker", "2"]
 
 
+@pytest.mark.parametrize("fragmented", [False, True])
+@pytest.mark.parametrize("chunk", [40, 333, 1 << 14])
+def test_windowed_cmdline_with_batches_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fragmented: bool,
+                                               chunk: int) -> None:
+    """Batches wholly below argv are skipped (only the offset moves), whatever the batch size and wherever a run
+    crosses from a skipped batch into the window."""
+    monkeypatch.setattr(pagemap, "_CHUNK", chunk)
+    dumps = generate(tmp_path, seed=7, tasks=2, gib=1 / 64, shmem_mib=1, chain=2, fragmented=fragmented)
+    with imgtool.open(dumps[-1]) as windowed, imgtool.open(dumps[-1]) as full:
+        assert [cmdline_of(t) for t in windowed.tasks] == [t.cmdline for t in full.tasks]
+        assert cmdline_of(windowed.tasks[1])[:3] == ["/usr/bin/synth", "--worker", "1"]
+
+
 @pytest.mark.parametrize("seed", range(50))
 def test_bulk_extend_equals_appends(seed: int) -> None:
     rng = random.Random(seed)
