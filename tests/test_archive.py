@@ -31,7 +31,8 @@ from imgtool.archive import (
 )
 from imgtool.image import Image
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+from corpus import CORPUS
+
 PODMAN = CORPUS / "podman" / "checkpoint.tar.gz"
 needs_podman = pytest.mark.skipif(not PODMAN.is_file(), reason=f"team corpus absent: no {PODMAN}")
 

@@ -14,8 +14,8 @@ import pytest
 from imgtool import cli
 from imgtool.explain import RULES, explain_file, explain_stream, explain_text, read_lines
 
-SAMPLES = Path(__file__).resolve().parents[1] / "samples"
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+from corpus import CORPUS, SAMPLES
+
 needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"team corpus absent: no {CORPUS}")
 
 RLIMIT_NOISE = ("(00.018639) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: "

@@ -29,7 +29,8 @@ from imgtool.memory import (
 from imgtool.pb import message_class
 from imgtool.synth import SynthShmem, SynthTask, SynthVma, build_dump, marked_pages
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+from corpus import CORPUS
+
 PAGE = 4096
 ENV = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8",
        "TERM=dumb"]

@@ -28,7 +28,8 @@ from imgtool.search import (
 )
 from imgtool.synth import SynthTask, SynthVma, build_dump, marked_pages
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+from corpus import CORPUS
+
 MEMORY = CORPUS / "memory" / "images"
 PAGE = 4096
 BASE = 0x7F0000000000
