@@ -95,15 +95,9 @@ def side_of(dump: Dump, task: Task | None, pid: int) -> Side | None:
 Piece = tuple[int, int, object, int]   # start, end, pages file, file offset
 
 
-def _pieces(index: ExtentIndex) -> Iterator[Piece]:
-    files = index.files
-    for start, end, file_id, offset in zip(index.starts, index.ends, index.file_ids, index.offsets, strict=True):
-        yield start, end, files[file_id], offset
-
-
 def _overlay(a: ExtentIndex, b: ExtentIndex) -> Iterator[tuple[int, int, tuple | None, tuple | None]]:
     """Split the union of both extent lists into pieces: (lo, hi, (file, offset) in a or None, same for b)."""
-    ia, ib = _pieces(a), _pieces(b)
+    ia, ib = a.slices(0, 1 << 64), b.slices(0, 1 << 64)   # every extent, whole
     ca, cb = next(ia, None), next(ib, None)
     while ca is not None or cb is not None:
         current = [x for x in (ca, cb) if x is not None]
