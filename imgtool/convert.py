@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import os
 import quopri
-import socket
+import struct
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -182,13 +181,21 @@ def _text(value: str | bytes) -> str:
     return value if isinstance(value, str) else value.decode("utf-8", "surrogateescape")
 
 
+def _swap32(word: int) -> int:
+    """A u32 from host to network byte order or back (ntohl, htonl): CRIU keeps addresses as u32 words
+    holding network-order bytes."""
+    return int.from_bytes(struct.pack("=I", word), "big")
+
+
 def _ip_text(words: list[int]) -> list[Any]:
+    import ipaddress  # pretty output of sockets only
+
     if len(words) == 1:
-        return [ipaddress.IPv4Address(socket.ntohl(words[0])).compressed]
+        return [ipaddress.IPv4Address(_swap32(words[0])).compressed]
     if len(words) == 4:
         n = 0
         for w in words:
-            n = (n << 32) | socket.ntohl(w)
+            n = (n << 32) | _swap32(w)
         return [ipaddress.IPv6Address(n).compressed]
     return list(words)  # not an address: keep the numbers
 
@@ -302,13 +309,15 @@ def _scalar_from(field: FieldDescriptor, value: Any) -> Any:
 
 
 def _ip_words(text: str) -> list[int]:
+    import ipaddress
+
     try:
         addr = ipaddress.ip_address(text)
     except ValueError:
         raise EncodeError(f"bad IP address {text!r}") from None
     n = int(addr)
     count = 1 if addr.version == 4 else 4
-    return [socket.htonl((n >> (32 * i)) & 0xFFFFFFFF) for i in reversed(range(count))]
+    return [_swap32((n >> (32 * i)) & 0xFFFFFFFF) for i in reversed(range(count))]
 
 
 def from_dict(data: Any, msg: Message) -> Message:

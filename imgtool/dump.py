@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf.message import Message
 
 from .errors import ImgtoolError, MissingImageError
-from .files import Fd, FileTable, task_fds
 from .image import Image
 
 if TYPE_CHECKING:
+    from .files import Fd, FileTable
     from .memory import AddressSpace
 
 PARENT_LINK = "parent"  # criu/image.c: CR_PARENT_LINK
@@ -155,6 +155,8 @@ class Dump:
     @cached_property
     def file_table(self) -> FileTable:
         """files.img resolved: what each file id is."""
+        from .files import FileTable  # imported on first use: reading memory does not need it
+
         return FileTable(self)
 
     # -- processes ---------------------------------------------------------------
@@ -189,12 +191,12 @@ def parent_path(images: Path) -> Path | None:
 
 def _engine_metadata(folder: Path) -> dict[str, Any]:
     """Container engine files beside an unpacked export (config.dump, spec.dump, ...)."""
-    import json
-
     found: dict[str, Any] = {}
     for name in ("config.dump", "spec.dump", "status.dump", "network.status", "pod.options", "pod.dump"):
         path = folder / name
         if path.is_file():
+            import json
+
             try:
                 found[name] = json.loads(path.read_text())
             except (ValueError, UnicodeDecodeError) as exc:
@@ -331,6 +333,8 @@ class Task:
     @cached_property
     def fds(self) -> list[Fd]:
         """Open file descriptors, resolved to what they are."""
+        from .files import task_fds
+
         return task_fds(self)
 
     @property

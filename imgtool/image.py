@@ -17,7 +17,6 @@ from . import framing, magic, pagemap
 from .convert import compile_to_dict, from_dict
 from .errors import DecodeError, EncodeError, FormatError, RawImageError, TruncatedError
 from .extras import Extra, ExtraError, ExtraTruncated, human_size
-from .jsonout import dict_batches, join_items
 from .registry import KINDS, EntrySpec, ImageKind
 
 Buffer = bytes | bytearray | memoryview | mmap.mmap
@@ -203,6 +202,8 @@ class Image:
 
     def json_batches(self, pretty: bool = False, nopl: bool = False) -> Iterator[tuple[int, str]]:
         """crit's JSON text of the entries, in (count, text) batches (see jsonout)."""
+        from .jsonout import dict_batches, join_items  # imports json: only JSON output needs it
+
         if self.magic != "PAGEMAP":
             yield from dict_batches(self.dicts(pretty, nopl), pretty)
             return

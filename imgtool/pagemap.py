@@ -28,9 +28,7 @@ from google.protobuf.message import DecodeError as PbDecodeError
 from google.protobuf.message import Message
 
 from . import framing
-from .convert import FLAG_TABLES, format_flags
 from .errors import DecodeError
-from .jsonout import ENTRY_INDENT
 from .pb import message_class
 
 PE_PARENT, PE_LAZY, PE_PRESENT = 1, 2, 4
@@ -190,6 +188,9 @@ _TRUE_FALSE = {True: "true", False: "false"}
 
 def json_items(cols: Columns, pretty: bool) -> Iterator[str]:
     """crit's JSON text of each entry in ``cols`` (raw or pretty), without dicts."""
+    from .convert import FLAG_TABLES, format_flags  # JSON only: reading memory does not import them
+    from .jsonout import ENTRY_INDENT
+
     names = cols.present()
     values = []
     parts = []
