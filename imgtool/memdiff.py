@@ -5,10 +5,11 @@ slice of a pages file).  Where both dumps have data, large pieces are
 compared in one C call (``hmac.compare_digest`` on the mapped views, no
 copy) and only a differing piece is split into pages; a page that the newer
 dump keeps in its parent image ("moved to parent") is the same bytes by
-construction.  Nothing is held in memory beyond one piece and one task's
-extent index (dropped after the task); mapped pages are released as the walk
-goes, and changed pages are kept as runs in arrays (16 bytes a run), so RSS
-grows with neither the bytes compared nor the number of tasks.
+construction.  The extents are streamed from the pagemaps (AddressSpace.pieces),
+never indexed: nothing is held beyond one piece and a batch of extents per side;
+mapped pages are released as the walk goes, and changed pages are kept as runs
+in arrays (16 bytes a run), so RSS grows with neither the bytes compared nor
+the number of tasks.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import hmac
 from array import array
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .diff import Change
 from .dump import Dump, Task
-from .memory import DEFAULT_PAGE_SIZE, ExtentIndex, Vma, address_space, memory_of
+from .memory import DEFAULT_PAGE_SIZE, AddressSpace, Vma, address_space, memory_of
 
 PIECE = 1 << 20          # bytes compared per call
 RELEASE_EVERY = 8 << 20   # mapped bytes read between MADV_DONTNEED of the pages files
@@ -74,7 +75,7 @@ class Bucket:
 class Side:
     """One task's memory as the comparer needs it."""
 
-    extents: ExtentIndex
+    space: AddressSpace       # walked in address order: streamed, not indexed
     vmas: list[Vma]
     page_size: int
     own_dir: Path            # pages files outside it are in a parent dump
@@ -83,21 +84,23 @@ class Side:
 def side_of(dump: Dump, task: Task | None, pid: int) -> Side | None:
     """The memory of ``pid``: from its address space, or (pre-dumps) from its pagemap alone.
 
-    Built afresh rather than taken from ``task.memory``, so that it is freed after the comparison.
+    Built afresh rather than taken from ``task.memory``, so that nothing of it outlives the comparison.
     """
     if task is not None and task.mm is not None:
         space = address_space(task)
-        return Side(space._extents, space.vmas, space.page_size, dump.path.resolve())
-    index = memory_of(dump).index(f"pagemap-{pid}", DEFAULT_PAGE_SIZE)
-    return Side(index, [], DEFAULT_PAGE_SIZE, dump.path.resolve()) if index is not None else None
+        return Side(space, space.vmas, space.page_size, dump.path.resolve())
+    store, name = memory_of(dump), f"pagemap-{pid}"
+    if store.stream(name, DEFAULT_PAGE_SIZE) is None:
+        return None
+    space = AddressSpace(pid, [], lambda: store.stream(name, DEFAULT_PAGE_SIZE) or iter(()), DEFAULT_PAGE_SIZE)
+    return Side(space, [], DEFAULT_PAGE_SIZE, dump.path.resolve())
 
 
 Piece = tuple[int, int, object, int]   # start, end, pages file, file offset
 
 
-def _overlay(a: ExtentIndex, b: ExtentIndex) -> Iterator[tuple[int, int, tuple | None, tuple | None]]:
-    """Split the union of both extent lists into pieces: (lo, hi, (file, offset) in a or None, same for b)."""
-    ia, ib = a.slices(0, 1 << 64), b.slices(0, 1 << 64)   # every extent, whole
+def _overlay(ia: Iterator[Piece], ib: Iterator[Piece]) -> Iterator[tuple[int, int, tuple | None, tuple | None]]:
+    """Split the union of both extent streams into pieces: (lo, hi, (file, offset) in a or None, same for b)."""
     ca, cb = next(ia, None), next(ib, None)
     while ca is not None or cb is not None:
         current = [x for x in (ca, cb) if x is not None]
@@ -174,18 +177,17 @@ class MemoryComparer:
         vmas = b.vmas or a.vmas
         starts = [v.start for v in vmas]
         buckets: dict[tuple, Bucket] = {}
-        bar = _Progress(self.progress, b.extents.covered() + a.extents.covered())
-        files = a.extents.files + b.extents.files
+        bar = _Progress(self.progress, lambda: a.space.dumped_bytes() + b.space.dumped_bytes())
         unreleased = 0
-        for lo, hi, pa, pb in _overlay(a.extents, b.extents):
+        for lo, hi, pa, pb in _overlay(a.space.pieces(), b.space.pieces()):
             for piece in range(lo, hi, PIECE):
                 stop = min(hi, piece + PIECE)
                 pieces = (pa and (pa[0], pa[1] + piece - lo), pb and (pb[0], pb[1] + piece - lo))
                 unreleased += self._piece(piece, stop, *pieces, page, b.own_dir, buckets, vmas, starts)
                 if unreleased >= RELEASE_EVERY:   # keep RSS flat: drop the mapped pages compared so far
-                    unreleased = _release(files)
+                    unreleased = _release(a.space.files + b.space.files)
                 bar.advance(2 * (stop - piece) if pa and pb else stop - piece)
-        _release(files)
+        _release(a.space.files + b.space.files)
         bar.close()
         return buckets
 
@@ -237,12 +239,12 @@ def _bucket(buckets: dict[tuple, Bucket], vmas: list[Vma], starts: list[int], ad
 
 
 class _Progress:
-    def __init__(self, enabled: bool, total: int) -> None:
+    def __init__(self, enabled: bool, total: Callable[[], int]) -> None:
         self.bar = None
-        if enabled and total > (256 << 20):
+        if enabled and (size := total()) > (256 << 20):   # counting the bytes walks both pagemaps once more
             from .render import progress
 
-            self.bar, self.task = progress(total, "comparing memory")
+            self.bar, self.task = progress(size, "comparing memory")
             self.bar.start()
 
     def advance(self, n: int) -> None:

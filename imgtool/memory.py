@@ -16,9 +16,11 @@ contents CRIU saved:
   (criu/cr-dump.c, criu/memfd.c).  Anonymous shared and SysV VMAs carry the
   shmem id itself (the inode number; for SysV the IPC id, criu/ipc_ns.c).
 
-Everything resolves into one sorted index of extents (address range -> slice
-of an mmapped pages file) held in bisect-able arrays; nothing is copied until
-bytes are asked for, and nothing is written into the dump directory.
+Pagemaps resolve, a batch of entries at a time, into sorted extents (address
+range -> slice of an mmapped pages file) in bisect-able arrays: walks in
+address order stream them, reads at any address join them into one index.
+Nothing is copied until bytes are asked for, and nothing is written into the
+dump directory.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import os
 import weakref
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import accumulate, chain, compress, islice, pairwise, repeat
@@ -341,6 +343,12 @@ class ExtentIndex:
         self.extend(source.starts[lo:hi], source.ends[lo:hi], list(map(ids.__getitem__, source.file_ids[lo:hi])),
                     source.offsets[lo:hi], apart=True)
 
+    def drop_front(self, count: int) -> None:
+        """Forget the first ``count`` extents."""
+        if count:
+            for column in (self.starts, self.ends, self.file_ids, self.offsets):
+                del column[:count]
+
     def slices(self, lo: int, hi: int) -> Iterator[tuple[int, int, PagesFile, int]]:
         """(start, end, pages file, file offset) of the dumped parts of ``[lo, hi)``, clipped to it."""
         starts, ends, offsets, file_ids, files = self.starts, self.ends, self.offsets, self.file_ids, self.files
@@ -544,6 +552,37 @@ def _runs(batches: Iterator[pagemap.Batch], page_size: int, file: str, below: in
     yield coalescer.finish()
 
 
+class _Cursor:
+    """The extents of a resolved pagemap around the ranges asked for, which must come in address order: a
+    forward walk over its segments, keeping only what the latest range may still need."""
+
+    def __init__(self, open_segments: Callable[[], Iterator[ExtentIndex] | None]) -> None:
+        self._open: Callable[[], Iterator[ExtentIndex] | None] | None = open_segments
+        self._segments: Iterator[ExtentIndex] | None = None
+        self.held = ExtentIndex()
+
+    def cover(self, lo: int, hi: int) -> ExtentIndex:
+        """An index holding every extent that overlaps ``[lo, hi)`` (and perhaps a few after it)."""
+        if self._open is not None:
+            self._segments, self._open = self._open(), None
+        held = self.held
+        held.drop_front(bisect_right(held.ends, lo))
+        while self._segments is not None and (not len(held) or held.ends[-1] < hi):
+            segment = next(self._segments, None)
+            if segment is None:
+                self._segments = None
+            else:
+                held.extend_from(segment, bisect_right(segment.ends, lo), len(segment))
+        return held
+
+
+def _joined(segments: Iterator[ExtentIndex], index: ExtentIndex) -> ExtentIndex:
+    """``index`` with every segment appended."""
+    for segment in segments:
+        index.extend_from(segment, 0, len(segment))
+    return index
+
+
 class DumpMemory:
     """Pages files and resolved pagemaps of one dump, shared by its tasks (see ``memory_of``)."""
 
@@ -572,67 +611,79 @@ class DumpMemory:
         """Pagemap ``name`` ("pagemap-42", "pagemap-shmem-7") resolved through the parent chain; None if absent."""
         key = (name, page_size)
         if key not in self._indexes:
-            self._indexes[key] = self._build(name, page_size, _seen | {self.path.resolve()})
+            segments = self.stream(name, page_size, _seen)
+            self._indexes[key] = None if segments is None else _joined(segments, self._new_index(name))
         return self._indexes[key]
 
-    def _parent_index(self, name: str, page_size: int, seen: frozenset[Path]) -> ExtentIndex | None:
+    def stream(self, name: str, page_size: int, _seen: frozenset[Path] = frozenset()) -> Iterator[ExtentIndex] | None:
+        """Pagemap ``name`` resolved through the parent chain, in address order, one batch of entries at a time
+        (None if absent).  Only that batch and the parents' extents around it are held: a walk over a task's
+        memory does not grow with it.  ``missing_parent_bytes`` is known when the walk is over."""
+        path = self.path / f"{name}.img"
+        if not path.is_file():
+            return None
+        return self._stream(path, name, page_size, _seen | {self.path.resolve()})
+
+    def _new_index(self, name: str) -> ExtentIndex:
+        shared = name.startswith("pagemap-shmem-")     # addresses are offsets in the object: never windowed
+        return ExtentIndex() if self.window is None or shared else _Window(*self.window)
+
+    def _parent_stream(self, name: str, page_size: int, seen: frozenset[Path]) -> Iterator[ExtentIndex] | None:
         dump = self._dump()
         parent = dump.parent if dump is not None else None
         if parent is None or parent.path.resolve() in seen:
             return None
         if self.window is None:
-            return memory_of(parent).index(name, page_size, seen)
+            return memory_of(parent).stream(name, page_size, seen)
         self._parents.append(DumpMemory(parent, self.window))
-        return self._parents[-1].index(name, page_size, seen)
+        return self._parents[-1].stream(name, page_size, seen)
 
-    def _build(self, name: str, page_size: int, seen: frozenset[Path]) -> ExtentIndex | None:
-        path = self.path / f"{name}.img"
-        if not path.is_file():
-            return None
+    def _stream(self, path: Path, name: str, page_size: int, seen: frozenset[Path]) -> Iterator[ExtentIndex]:
         with open(path, "rb") as f:
             if not f.seek(0, 2):
                 raise FormatError("empty pagemap", path=path.name)
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data, memoryview(data) as view:
-                return self._build_from(view, path.name, name, page_size, seen)
+                yield from self._segments_from(view, path.name, name, page_size, seen)
 
-    def _build_from(self, view: memoryview, file: str, name: str, page_size: int,
-                    seen: frozenset[Path]) -> ExtentIndex:
+    def _segments_from(self, view: memoryview, file: str, name: str, page_size: int,
+                       seen: frozenset[Path]) -> Iterator[ExtentIndex]:
         pages_id, head_end, order = _read_head(view, file)
-        shared = name.startswith("pagemap-shmem-")     # addresses are offsets in the object: never windowed
-        index = ExtentIndex() if self.window is None or shared else _Window(*self.window)
-        parent: ExtentIndex | None = None
+        lo, hi = self.window if isinstance(self._new_index(name), _Window) else (0, 1 << 64)
+        parent = _Cursor(lambda: self._parent_stream(name, page_size, seen))     # opened on first PE_PARENT
         missing = 0
-        below = index.lo if isinstance(index, _Window) else 0
-        for kinds, starts, ends, offsets in _runs(pagemap.batches(view, head_end, order, file), page_size, file,
-                                                  below):
-            if not kinds or (isinstance(index, _Window) and not index.touches(starts[0], ends[-1])):
+        for kinds, starts, ends, offsets in _runs(pagemap.batches(view, head_end, order, file), page_size, file, lo):
+            if not kinds or starts[0] >= hi or ends[-1] <= lo:
                 continue
-            if PE_PARENT in kinds and parent is None and (PE_PRESENT not in kinds
-                                                          or kinds.index(PE_PARENT) < kinds.index(PE_PRESENT)):
-                parent = self._parent_index(name, page_size, seen) or ExtentIndex()   # where the loop would
-            if self._bulk(index, pages_id, parent, kinds, starts, ends, offsets):
-                continue
-            for first, last, kind in _segments(kinds):      # one stretch at a time: exact order of errors
-                if kind == PE_PARENT:
-                    if parent is None:
-                        parent = self._parent_index(name, page_size, seen) or ExtentIndex()
-                    missing += _extend_from(index, parent, *_wanted(index, starts[first:last], ends[first:last]))
-                elif kind == PE_PRESENT:
-                    pages = self.pages(pages_id)
-                    if offsets[last - 1] + ends[last - 1] - starts[last - 1] > len(pages):   # offsets only grow
-                        _too_short(pages, pages_id, starts[first:last], ends[first:last], offsets[first:last], file)
-                    index.extend(starts[first:last], ends[first:last], [index.file_id(pages)] * (last - first),
-                                 offsets[first:last])
+            segment = self._new_index(name)
+            if not self._bulk(segment, pages_id, parent, kinds, starts, ends, offsets):
+                missing += self._one_by_one(segment, pages_id, parent, (kinds, starts, ends, offsets), file)
+            if len(segment):
+                yield segment
         if missing:
             self.missing_parent_bytes[name] = missing
-        return index
 
-    def _bulk(self, index: ExtentIndex, pages_id: int, parent: ExtentIndex | None, kinds: list[int],
+    def _one_by_one(self, segment: ExtentIndex, pages_id: int, parent: _Cursor, runs: Runs, file: str) -> int:
+        """Add a batch of runs one stretch of a kind at a time, raising the first error in order; return how
+        many bytes of PE_PARENT runs no parent has."""
+        kinds, starts, ends, offsets = runs
+        missing = 0
+        for first, last, kind in _segments(kinds):
+            if kind == PE_PARENT:
+                wanted = _wanted(segment, starts[first:last], ends[first:last])
+                if wanted[0]:
+                    missing += _extend_from(segment, parent.cover(wanted[0][0], wanted[1][-1]), *wanted)
+            elif kind == PE_PRESENT:
+                pages = self.pages(pages_id)
+                if offsets[last - 1] + ends[last - 1] - starts[last - 1] > len(pages):   # offsets only grow
+                    _too_short(pages, pages_id, starts[first:last], ends[first:last], offsets[first:last], file)
+                segment.extend(starts[first:last], ends[first:last], [segment.file_id(pages)] * (last - first),
+                               offsets[first:last])
+        return missing
+
+    def _bulk(self, index: ExtentIndex, pages_id: int, parent: _Cursor, kinds: list[int],
               starts: list[int], ends: list[int], offsets: list[int]) -> bool:
         """Add a batch of runs in one ``extend``, when nothing can go wrong: the pages file holds every
         PE_PRESENT run and one extent of the parent holds each PE_PARENT run whole.  False: nothing done."""
-        if PE_PARENT in kinds and parent is None:
-            return False
         own = 0
         if PE_PRESENT in kinds:
             pages = self.pages(pages_id)
@@ -650,13 +701,14 @@ class DumpMemory:
         if not any(in_parent):
             index.extend(starts, ends, [own] * len(starts), offsets, apart=True)
             return True
-        found = _holders(parent, starts, ends, in_parent)
+        source = parent.cover(starts[in_parent.index(True)], ends[-1])
+        found = _holders(source, starts, ends, in_parent)
         if found is None:
             return False
-        ids = [index.file_id(pages) for pages in parent.files]
-        file_ids = map(ids.__getitem__, map(parent.file_ids.__getitem__, found))
-        shift = map(sub, starts, map(parent.starts.__getitem__, found))
-        moved = map(add, map(parent.offsets.__getitem__, found), shift)
+        ids = [index.file_id(pages) for pages in source.files]
+        file_ids = map(ids.__getitem__, map(source.file_ids.__getitem__, found))
+        shift = map(sub, starts, map(source.starts.__getitem__, found))
+        moved = map(add, map(source.offsets.__getitem__, found), shift)
         # own file and offset for PE_PRESENT runs, the parent's for PE_PARENT ones (in_parent is 0 or 1)
         index.extend(starts, ends, list(map(add, repeat(own), map(mul, in_parent, map(sub, file_ids, repeat(own))))),
                      list(map(add, offsets, map(mul, in_parent, map(sub, moved, offsets)))), apart=True)
@@ -667,13 +719,9 @@ class DumpMemory:
         missing = self.missing_parent_bytes.get(name)
         return [f"{missing} bytes marked PE_PARENT in {name}.img are in no parent dump"] if missing else []
 
-    def forget(self, name: str, page_size: int) -> None:
-        """Drop one resolved pagemap (rebuilt when asked for again)."""
-        self._indexes.pop((name, page_size), None)
-
     def forget_indexes(self) -> None:
-        """Drop the resolved pagemaps, here and in the parent dumps (rebuilt when asked for again): a walk over
-        many tasks calls this after each task to keep only one task's index in memory."""
+        """Drop the resolved pagemaps (shared objects' and pre-dumps'), here and in the parent dumps (rebuilt when
+        asked for again): a walk over many tasks calls this after each task."""
         self._indexes.clear()
         self._parents.clear()
         dump = self._dump()
@@ -780,24 +828,75 @@ def shmem_id(dump: Dump, vma: Vma) -> int | None:
 
 
 class AddressSpace:
-    """The memory of one task: its VMAs and the dumped bytes behind them."""
+    """The memory of one task: its VMAs and the dumped bytes behind them.
 
-    def __init__(self, pid: int, vmas: list[Vma], extents: ExtentIndex, page_size: int = DEFAULT_PAGE_SIZE,
-                 mm: Message | None = None, problems: list[str] | None = None) -> None:
+    Reads at any address (``read``, ``raw``, ``locate``, ``runs``) use an index of every extent, built on first
+    use.  Walks in address order (``raw_into`` as ``extract`` calls it, ``around`` for search and diff,
+    ``segments``, ``dumped_bytes``) stream the pagemaps instead, holding only the extents around where they
+    are, so they take no more memory for a 100 GiB task than for a small one.
+    """
+
+    def __init__(self, pid: int, vmas: list[Vma], extents: ExtentIndex | Callable[[], Iterator[ExtentIndex]],
+                 page_size: int = DEFAULT_PAGE_SIZE, mm: Message | None = None, problems: list[str] | None = None,
+                 unresolved: Callable[[], list[str]] | None = None, owner: object = None) -> None:
         self.pid = pid
+        self.owner = owner                # kept alive with the space: the dump whose files the walks read
         self.vmas = sorted(vmas, key=lambda v: v.start)
         self.page_size = page_size
         self.mm = mm
-        self.problems = list(dict.fromkeys(problems or []))   # unresolvable parts (memfd inode, parent pages...)
-        self._extents = extents
+        self._problems = problems or []
+        self._unresolved = unresolved     # what resolving every extent could not find (known after a full walk)
+        self._index = extents if isinstance(extents, ExtentIndex) else None
+        self._source = None if self._index is not None else extents    # a fresh walk over the extents
+        self._walks: dict[str, tuple[int, _Cursor]] = {}
+        self._seen: dict[int, PagesFile] = {}
         self._vma_starts = [v.start for v in self.vmas]
 
     def __repr__(self) -> str:
-        return f"<AddressSpace pid {self.pid}: {len(self.vmas)} VMAs, {self.dumped_bytes()} bytes dumped>"
+        return f"<AddressSpace pid {self.pid}: {len(self.vmas)} VMAs>"
+
+    @property
+    def problems(self) -> list[str]:
+        """Parts that cannot be resolved (memfd inode, parent pages...); resolves every extent to tell."""
+        if self._unresolved is None:
+            return list(dict.fromkeys(self._problems))
+        self._extents   # noqa: B018 - a complete walk records what it could not find
+        return list(dict.fromkeys(self._problems + self._unresolved()))
 
     @property
     def files(self) -> list[PagesFile]:
-        return self._extents.files
+        """The pages files read so far (all of them once the index is built)."""
+        return self._index.files if self._index is not None else list(self._seen.values())
+
+    # -- extents -------------------------------------------------------------------
+
+    @property
+    def _extents(self) -> ExtentIndex:
+        """The index of every extent (built on first use)."""
+        if self._index is None:
+            self._index = _joined(self._stream(), ExtentIndex())
+            self._walks.clear()
+        return self._index
+
+    def _stream(self) -> Iterator[ExtentIndex]:
+        if self._index is not None:
+            yield self._index
+            return
+        for segment in self._source():
+            for pages in segment.files:
+                self._seen.setdefault(id(pages), pages)
+            yield segment
+
+    def around(self, lo: int, hi: int, walk: str = "read") -> ExtentIndex:
+        """An index holding every extent that overlaps ``[lo, hi)``: the whole index once built, else what the
+        walk named ``walk`` holds there.  A walk is fastest in address order; going back restarts it."""
+        if self._index is not None:
+            return self._index
+        last, cursor = self._walks.get(walk, (-1, None))
+        if cursor is None or lo < last:
+            cursor = _Cursor(self._stream)
+        self._walks[walk] = (lo, cursor)
+        return cursor.cover(lo, hi)
 
     # -- VMAs ----------------------------------------------------------------------
 
@@ -831,7 +930,7 @@ class AddressSpace:
         if zero_fill:
             return
         pos = address
-        for start, stop, _, _ in self._extents.slices(address, end):
+        for start, stop, _, _ in self.around(address, end, "check").slices(address, end):
             if start > pos:
                 break
             pos = stop
@@ -850,12 +949,13 @@ class AddressSpace:
         """
         if size < 0:
             raise ValueError("size must not be negative")
+        self._extents   # noqa: B018 - reads at any address: index everything once
         self.check(address, size, zero_fill)
         return bytes(self._extents.copy(address, address + size))
 
     def raw_into(self, dest: memoryview, address: int) -> None:
-        """``raw(address, len(dest))`` written into ``dest`` (a buffer used again and again)."""
-        self._extents.copy_into(dest, address)
+        """``raw(address, len(dest))`` written into ``dest``; in address order, this streams (see ``around``)."""
+        self.around(address, address + len(dest)).copy_into(dest, address)
 
     def raw(self, address: int, size: int) -> bytearray:
         """Dumped bytes of ``[address, address + size)`` with gaps as zeros, without VMA checks."""
@@ -868,9 +968,23 @@ class AddressSpace:
 
     # -- streaming -----------------------------------------------------------------
 
+    def pieces(self) -> Iterator[tuple[int, int, PagesFile, int]]:
+        """(start, end, pages file, offset) of every extent in address order, streamed."""
+        return chain.from_iterable(segment.slices(0, 1 << 64) for segment in self._stream())
+
     def segments(self) -> Iterator[Extent]:
-        """Every dumped extent in address order (contiguous ones in the same file merged)."""
-        return self._extents.extents()
+        """Every dumped extent in address order (contiguous ones in the same file merged), streamed."""
+        pending: Extent | None = None
+        for start, end, pages, offset in self.pieces():
+            if pending is not None and pending.end == start and pending.pages is pages \
+                    and pending.offset + pending.length == offset:
+                pending = pending._replace(length=end - pending.vaddr)
+                continue
+            if pending is not None:
+                yield pending
+            pending = Extent(start, end - start, pages, offset)
+        if pending is not None:
+            yield pending
 
     def runs(self) -> Iterator[Run]:
         """Dumped bytes grouped into address-contiguous runs; gaps separate runs."""
@@ -883,14 +997,13 @@ class AddressSpace:
             lo = hi
 
     def dumped_bytes(self, start: int = 0, end: int | None = None) -> int:
-        """How many bytes of ``[start, end)`` (default: everything) are in the dump."""
-        if start == 0 and end is None:
-            return self._extents.covered()
-        return sum(stop - lo for lo, stop, _, _ in self._extents.slices(start, (1 << 64) if end is None else end))
+        """How many bytes of ``[start, end)`` (default: everything) are in the dump (streamed)."""
+        end = (1 << 64) if end is None else end
+        return sum(stop - lo for segment in self._stream() for lo, stop, _, _ in segment.slices(start, end))
 
 
 def address_space(task: Task) -> AddressSpace:
-    """Build the address space of ``task`` from its mm, pagemap and shared-memory images."""
+    """The address space of ``task`` from its mm, pagemap and shared-memory images (nothing is indexed yet)."""
     return _space(task, memory_of(task.dump))
 
 
@@ -899,31 +1012,43 @@ def _space(task: Task, store: DumpMemory) -> AddressSpace:
     vmas = [vma_from_entry(v) for v in mm.vmas] if mm is not None else []
     page_size = page_size_of(mm)
     name = f"pagemap-{task.pid}"
-    private = store.index(name, page_size) or ExtentIndex()
-    problems = store.unresolved(name)
-    shared = [v for v in vmas if v.shared_object]
-    if not shared:
-        return AddressSpace(task.pid, vmas, private, page_size, mm, problems)
-    extents = _with_shared(dump, store, private, shared, page_size, problems)
-    store.forget(name, page_size)   # the merged copy holds all of it: do not keep both
-    return AddressSpace(task.pid, vmas, extents, page_size, mm, problems)
+    problems: list[str] = []
+    objects = [(vma, obj) for vma in vmas if vma.shared_object
+               for obj in [_shmem_index(dump, store, vma, page_size, problems)] if obj is not None]
+
+    def source() -> Iterator[ExtentIndex]:
+        private = store.stream(name, page_size) or iter(())
+        return _with_shared(private, objects) if objects else private
+
+    return AddressSpace(task.pid, vmas, source, page_size, mm, problems, lambda: store.unresolved(name), dump)
 
 
-def _with_shared(dump: Dump, store: DumpMemory, private: ExtentIndex, shared: list[Vma], page_size: int,
-                 problems: list[str]) -> ExtentIndex:
-    """A new index: the private extents, plus shared objects' pages where the private pagemap has none.
+def _with_shared(segments: Iterator[ExtentIndex], objects: list[tuple[Vma, ExtentIndex]]) -> Iterator[ExtentIndex]:
+    """The private segments, plus shared objects' pages where the private pagemap has none (in their VMAs).
 
     A MAP_PRIVATE memfd mapping keeps its COW'ed pages in the private pagemap;
-    the rest comes from the object.
+    the rest comes from the object.  Each segment takes the addresses from the end of the one before to its own
+    end (the last one: to the end of the address space).
     """
-    pieces: list[tuple[int, int, PagesFile, int]] = []
-    for vma in shared:
-        obj = _shmem_index(dump, store, vma, page_size, problems)
-        if obj is None:
-            continue
-        shift = vma.start - vma.pgoff
-        for lo, hi in _gaps(private, vma.start, vma.end):
-            pieces += [(s + shift, e + shift, p, o) for s, e, p, o in obj.slices(lo - shift, hi - shift)]
+    lo, pending = 0, sorted(objects, key=lambda o: o[0].start)
+    for private in chain(segments, [ExtentIndex()]):
+        hi = private.ends[-1] if len(private) else 1 << 64
+        pieces: list[tuple[int, int, PagesFile, int]] = []
+        for vma, obj in pending:
+            if vma.start >= hi:
+                break
+            shift = vma.start - vma.pgoff
+            for gap_lo, gap_hi in _gaps(private, max(vma.start, lo), min(vma.end, hi)):
+                pieces += [(s + shift, e + shift, p, o) for s, e, p, o in obj.slices(gap_lo - shift, gap_hi - shift)]
+        pending = [o for o in pending if o[0].end > hi]
+        merged = _merge(private, pieces) if pieces else private
+        if len(merged):
+            yield merged
+        lo = hi
+
+
+def _merge(private: ExtentIndex, pieces: list[tuple[int, int, PagesFile, int]]) -> ExtentIndex:
+    """A new index: ``private`` and ``pieces`` (which lie in its gaps) in address order."""
     merged, done = ExtentIndex(), 0
     for start, end, pages, offset in sorted(pieces, key=lambda p: p[0]):
         below = bisect_right(private.starts, start, done)       # private extents starting at or below it first

@@ -1,8 +1,10 @@
 """Search process memory for bytes, strings or regular expressions; extract ranges to files.
 
-Only dumped data is scanned: each run of address-contiguous dumped bytes
-(``AddressSpace.runs()``) on its own, so a match never spans a gap.  A run is
-cut into windows of ``chunk`` bytes; a window is searched together with the
+Only dumped data is scanned: each run of address-contiguous dumped bytes on
+its own, so a match never spans a gap.  The memory is walked in address order
+in steps of WINDOW addresses, streamed from the pagemaps (only the extents of
+one step are held, ``AddressSpace.around``); a run is cut into windows of
+``chunk`` bytes; a window is searched together with the
 ``overlap`` bytes after it (needle length - 1 for literals, a configurable
 window for regexes) and only matches STARTING inside the window are kept,
 so a match across a window boundary is found exactly once (volatility3's
@@ -19,17 +21,19 @@ RSS stays flat however large the dump.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Protocol
 
 from .errors import ImgtoolError
-from .memory import AddressSpace, Run, Vma, address_space, memory_of
+from .memory import AddressSpace, ExtentIndex, ExtentSpan, Run, Vma, address_space, memory_of
 
 if TYPE_CHECKING:
     from .dump import Dump
 
 CHUNK = 8 << 20              # bytes searched per window
+WINDOW = 64 << 20            # addresses walked per step (only their extents are held)
 RELEASE_EVERY = 8 << 20      # scanned bytes between MADV_DONTNEED of the pages files
 PROGRESS_EVERY = 1 << 20     # scanned bytes between progress reports
 DIRECT_MIN = 64 << 10        # an extent span this long (or a chunk, if smaller) is searched in place
@@ -173,41 +177,49 @@ class _Meter:
         self._release()
 
 
-def _windows(run: Run, overlap: int, chunk: int) -> Iterator[tuple[Buffer, int, int, int]]:
-    """(buffer, buffer offset of ``pos``, pos, stop) per window; the buffer holds ``[pos, stop + overlap)``
-    clipped to the run.  In-place windows index the pages file itself; the others are copied, up to where an
-    extent long enough to search in place starts.
+def _windows(run: Run, overlap: int, chunk: int, until: int) -> Iterator[tuple[Buffer, int, int, int]]:
+    """(buffer, buffer offset of ``pos``, pos, stop) per window from the run's start to ``until``; the buffer holds
+    ``[pos, stop + overlap)`` clipped to the run.  In-place windows index the pages file itself; the others are
+    copied, up to where an extent long enough to search in place starts.  The run's first and last extents
+    may reach past its ends.
     """
     extents, end = run.extents, run.end
     direct_min = max(overlap + 1, min(chunk, DIRECT_MIN))
     i, pos, ext = 0, run.vaddr, extents[0]
-    while pos < end:
+    while pos < until:
         while ext.end <= pos:
             i += 1
             ext = extents[i]
-        last = ext.end == end                       # no seam ahead: searching in place is always possible
-        direct_stop = end if last else ext.end - overlap
+        last = ext.end >= end                       # no seam ahead: searching in place is always possible
+        direct_stop = until if last else ext.end - overlap
         if last or direct_stop - pos >= direct_min:
-            stop = min(pos + chunk, direct_stop)
+            stop = min(pos + chunk, direct_stop, until)
             yield ext.pages.data, ext.offset + pos - ext.vaddr, pos, stop
         else:
-            limit = min(pos + chunk, end)
+            limit = min(pos + chunk, until)
             stop = extents.next_long(i, limit, overlap + direct_min) or limit
             yield extents.copy(pos, min(stop + overlap, end)), 0, pos, stop
         pos = stop
 
 
-def scan_run(run: Run, pattern: Pattern, chunk: int = CHUNK, meter: _Meter | None = None) -> Iterator[tuple[int, int]]:
-    """(vaddr, length) of every match inside ``run``."""
-    if len(run.extents) == 1 and run.length <= chunk:   # one window, in place: skip the window machinery
+def scan_run(run: Run, pattern: Pattern, chunk: int = CHUNK, meter: _Meter | None = None, until: int | None = None,
+             floor: int = 0) -> Iterator[tuple[int, int]]:
+    """(vaddr, length) of every match inside ``run`` that starts below ``until`` (default: the run's end) and not
+    below ``floor``; the bytes from ``until`` to the run's end serve matches that cross it."""
+    end = run.end
+    until = end if until is None else until
+    floor = max(floor, run.vaddr)
+    if len(run.extents) == 1 and until - run.vaddr <= chunk:   # one window, in place: skip the window machinery
         ext = run.extents[0]
-        for start, stop_at in pattern.finditer(ext.pages.data, ext.offset, ext.offset + ext.length):
-            yield ext.vaddr + start - ext.offset, stop_at - start
+        shift = ext.offset - ext.vaddr
+        for start, stop_at in pattern.finditer(ext.pages.data, floor + shift, end + shift):
+            if start - shift >= until:
+                break
+            yield start - shift, stop_at - start
         if meter is not None:
-            meter.add(ext.length)
+            meter.add(until - run.vaddr)
         return
-    end, floor = run.end, run.vaddr
-    for buf, base, pos, stop in _windows(run, pattern.overlap, chunk):
+    for buf, base, pos, stop in _windows(run, pattern.overlap, chunk, until):
         limit = base + min(stop + pattern.overlap, end) - pos
         first = base + max(floor, pos) - pos
         for start, stop_at in pattern.finditer(buf, first, limit):
@@ -222,23 +234,59 @@ def scan_run(run: Run, pattern: Pattern, chunk: int = CHUNK, meter: _Meter | Non
 
 def search_space(space: AddressSpace, pattern: Pattern, *, context: int = 16, chunk: int = CHUNK,
                  progress: Callable[[int], None] | None = None) -> Iterator[Hit]:
-    """Every match in the dumped memory of one task, in address order."""
+    """Every match in the dumped memory of one task, in address order.
+
+    The memory is walked in steps of WINDOW addresses, holding only the extents of the step (and of the
+    overlap and context around it): a task of any size takes the same memory.
+    """
     if chunk < 1:
         raise SearchError("the chunk size must be at least 1 byte")
     meter = _Meter(space, progress)
+    margin = pattern.overlap + context
+    pos = floor = 0
     try:
-        for run in space.runs():
-            for vaddr, length in scan_run(run, pattern, chunk, meter):
-                yield _hit(space, run, vaddr, length, context)
+        while True:
+            held = space.around(max(pos - context, 0), pos + WINDOW + margin, "search")
+            first = bisect_right(held.ends, pos)        # the first extent that ends after pos
+            if first == len(held):
+                return
+            if held.starts[first] >= pos + WINDOW:      # nothing dumped in this step: go to the next dumped byte
+                pos = held.starts[first]
+                continue
+            for run, until, lo, hi in _chains(held, first, pos, pos + WINDOW, pattern.overlap, margin):
+                for vaddr, length in scan_run(run, pattern, chunk, meter, until, floor):
+                    floor = pattern.resume(vaddr, vaddr + length)
+                    yield _hit(space, held, lo, hi, vaddr, length, context)
+            pos += WINDOW
     finally:
         meter.flush()
 
 
-def _hit(space: AddressSpace, run: Run, vaddr: int, length: int, context: int) -> Hit:
-    lo, hi = max(run.vaddr, vaddr - context), min(run.end, vaddr + length + context)
-    data = bytes(space.raw(lo, hi - lo))
+def _chains(held: ExtentIndex, first: int, pos: int, stop: int, overlap: int,
+            margin: int) -> Iterator[tuple[Run, int, int, int]]:
+    """The address-contiguous chains of extents of ``held`` that reach into ``[pos, stop)``, from extent
+    ``first``: (run to scan, where matches must start below, the chain's start and end as far as held tells,
+    which is enough for the context of a match)."""
+    starts, ends, count = held.starts, held.ends, len(held)
+    i = first
+    while i < count and starts[i] < stop:
+        j = i + 1
+        while j < count and starts[j] == ends[j - 1] and starts[j] < stop + margin:
+            j += 1
+        lo, hi = starts[i], ends[j - 1]
+        begin, data_end = max(lo, pos), min(hi, stop + overlap)
+        last = bisect_left(starts, data_end, i, j)
+        yield Run(begin, data_end - begin, ExtentSpan(held, i, last)), min(hi, stop), lo, hi
+        i = j
+
+
+def _hit(space: AddressSpace, held: ExtentIndex, run_lo: int, run_hi: int, vaddr: int, length: int,
+         context: int) -> Hit:
+    lo, hi = max(run_lo, vaddr - context), min(run_hi, vaddr + length + context)
+    data = bytes(held.copy(lo, hi))
     cut, tail = vaddr - lo, vaddr - lo + length
-    pages, offset = space.locate(vaddr) or (None, -1)
+    found = next(held.slices(vaddr, vaddr + 1), None)
+    pages, offset = (found[2], found[3]) if found is not None else (None, -1)
     return Hit(space.pid, vaddr, space.vma_at(vaddr), data[cut:tail], data[:cut], data[tail:],
                str(pages.path) if pages is not None else "", offset)
 

@@ -9,12 +9,14 @@ import sys
 import tempfile
 import tracemalloc
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import imgtool
+from imgtool import search
 from imgtool.cli import main
 from imgtool.memory import AddressSpace, UnmappedAddressError, address_space
 from imgtool.search import (
@@ -131,32 +133,39 @@ def test_bad_patterns_are_errors() -> None:
         Regex(b"(")
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_random_needles_found_exactly_once(data: st.DataObject) -> None:
     """A needle anywhere in 12 pages that come partly from a child dump and partly from its parent
-    (seams between files wherever the drawn page sets change), any chunk size: found exactly where
-    it is, as often as a plain bytes.find over the same bytes finds it.
+    (seams between files wherever the drawn page sets change), any chunk size and any step of the walk
+    (WINDOW): found exactly where it is, as often as a plain bytes.find over the same bytes finds it, with the
+    bytes around it as context.
     """
     pages = 12
     needle = b"\xff" + data.draw(st.binary(max_size=40), label="needle")
     at = data.draw(st.integers(0, pages * PAGE - len(needle)), label="offset")
     chunk = data.draw(st.sampled_from([7, 64, 1000, PAGE, PAGE + 1, 3 * PAGE, 1 << 20]), label="chunk")
+    window = data.draw(st.sampled_from([1, 100, PAGE, 3 * PAGE + 5, search.WINDOW]), label="window")
     in_child = data.draw(st.sets(st.integers(0, pages - 1)), label="pages in the child")
     content = filler(pages)
     content[at:at + len(needle)] = needle
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(search, "WINDOW", window):
         parent = build_dump(Path(tmp, "p"), [SynthTask(1, vmas=[SynthVma.anon(BASE, pages * PAGE)],
                                                        pages={BASE: bytes(content)})], entry_pages=1)
         own = {BASE + i * PAGE: bytes(content[i * PAGE:(i + 1) * PAGE]) for i in in_child}
         rest = tuple((BASE + i * PAGE, 1) for i in range(pages) if i not in in_child)
         space = space_with(Path(tmp, "c"), own, pages, parent, rest)
-        assert space.read(BASE, pages * PAGE) == content
         expect = [BASE + i for i in _occurrences(bytes(content), needle)]
         assert BASE + at in expect
-        assert [h.vaddr for h in search_space(space, Literal(needle), chunk=chunk)] == expect
+        hits = list(search_space(space, Literal(needle), chunk=chunk))
+        assert [h.vaddr for h in hits] == expect
+        for hit in hits:
+            off = hit.vaddr - BASE
+            assert (hit.before, hit.match, hit.after) == (bytes(content[max(off - 16, 0):off]), needle,
+                                                          bytes(content[off + len(needle):off + len(needle) + 16]))
         regex_hits = [h.vaddr for h in search_space(space, Regex(re.escape(needle)), chunk=chunk)]
         assert regex_hits == _non_overlapping(expect, len(needle))
+        assert space.read(BASE, pages * PAGE) == content
 
 
 def _occurrences(haystack: bytes, needle: bytes) -> list[int]:
