@@ -165,6 +165,17 @@ with imgtool.open(sys.argv[1]) as dump, open("/dev/null", "wb") as out:
 assert total > 0
 """
 
+IMPORTS_IMGTOOL = """
+import imgtool, imgtool.search
+from imgtool.pb import message_class
+for name in ("pstree_entry", "mm_entry", "pagemap_entry", "core_entry"):
+    message_class(name)
+"""
+
+IMPORTS_PROTOBUF = PB + """
+import pb.pstree_pb2, pb.mm_pb2, pb.pagemap_pb2, pb.core_pb2
+"""
+
 PLAIN_READ = """
 with open("/dev/null", "wb") as out:
     for path in sys.argv[1:]:
@@ -333,7 +344,12 @@ def goal_lines(rows: list[Row]) -> list[str]:
     return lines
 
 
-def report(rows: list[Row], argv: list[str], crit_note: str) -> str:
+def fixed_costs() -> tuple[float, float]:
+    """Seconds to import imgtool with the generated modules a memory read uses, and those modules alone."""
+    return best(IMPORTS_IMGTOOL, quick=9, repeat=9).seconds, best(IMPORTS_PROTOBUF, quick=9, repeat=9).seconds
+
+
+def report(rows: list[Row], argv: list[str], crit_note: str, imports: tuple[float, float]) -> str:
     when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return f"""# Benchmarks
 
@@ -364,12 +380,12 @@ Against the goals (computed from the table above):
 
 {chr(10).join(goal_lines(rows))}
 
-Reading the table: a step's time includes importing imgtool (about 0.05 s) and building the task's extent
-index (0.01-0.06 s here), fixed costs that weigh most on the small dumps; the "imgtool imported" row leaves
-the import out.  Peak RSS of search, full read and diff still grows by a few MiB from 1 to 8 GiB: that is
-one task's extent index (28 bytes an extent in arrays, ~23,600 extents for the 8 GiB task, plus the lists
-that building it takes and the allocator's slack), built to read the task at any address; decode, x rss
-and summary stream and stay flat.
+Reading the table: a step's time includes importing imgtool and the generated protobuf modules it uses
+({imports[0]:.3f} s in this run, best of 9; the protobuf runtime and those modules alone take {imports[1]:.3f} s),
+a fixed cost that weighs most on the small dumps; the "imgtool imported" row leaves it out.  Search, full
+read and diff walk each task's pagemaps as a stream (a batch of extents and the parent's extents around it
+at a time, never an index of the task), so their peak RSS does not depend on the dump's size or
+fragmentation; decode, x rss and summary stream too.
 
 Reproduce: `bench/get-crit.sh` (optional: builds CRIU's crit into a private venv), then
 `python bench/run.py --sizes 1,2,4,8` (about 15 minutes on 2 cores; needs ~12 GiB of free disk in $TMPDIR
@@ -410,9 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     for gib in args.gibs:
         rows += run_size(gib, args.ops, args.tmp)
     print(table(rows))
+    imports = fixed_costs()
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(report(rows, argv, crit_note))
+        Path(args.out).write_text(report(rows, argv, crit_note, imports))
         log(f"wrote {args.out}")
     return 0
 
