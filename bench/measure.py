@@ -56,7 +56,7 @@ def _env() -> dict[str, str]:
 
 
 def best(code: str, argv: list[str] | None = None, python: str = sys.executable, quick: float = 1.0,
-         repeat: int = 3) -> Result:
+         repeat: int = 5) -> Result:
     """The fastest of ``repeat`` runs when a run takes under ``quick`` seconds (noise), else of one run."""
     results = [run(code, argv, python)]
     while results[0].seconds < quick and len(results) < repeat:

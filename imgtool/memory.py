@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from .dump import Dump, Task
 
 DEFAULT_PAGE_SIZE = 4096
-PREAD_MIN = 64 << 10   # extents this long are copied with pread rather than from the mapping
+PREAD_MIN = 1 << 20    # extents this long are copied with pread, shorter ones from the mapping (faster here)
 AT_PAGESZ = 6          # auxv key of the page size (include/uapi/linux/auxvec.h)
 
 # criu/include/image.h

@@ -129,7 +129,7 @@ class _Releaser:
     """Drops the mapped pages of a pagemap file behind the reader (MADV_DONTNEED: the page cache keeps
     them), so reading a GiB-sized dump's pagemap does not grow RSS by the size of the file."""
 
-    EVERY = 1 << 20
+    EVERY = 256 << 10
 
     def __init__(self, view: memoryview) -> None:
         obj = view.obj
