@@ -10,8 +10,8 @@ so pre-4.2 dumps work.  Pagemaps are read with the columnar reader.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
-from itertools import pairwise, repeat
+from collections.abc import Iterator
+from itertools import chain, pairwise, repeat
 from operator import add, le, lshift
 
 from . import pagemap
@@ -185,11 +185,11 @@ class _RssWalk:
         return "%-24s%s" % (head, text), bool(text)
 
     def lines(self, vaddrs: list[int], pages: list[int]) -> list[str]:
-        """The lines of a batch of entries.
+        """The lines of a batch of entries (several of them joined by newlines in one string, at times).
 
         When entries and VMAs are sorted and disjoint, the entries that follow one inside VMA m and start
         before its end (all but maybe the last of them lie inside it) print as " ~" without moving the walk:
-        they are formatted in bulk.
+        they are formatted in bulk, into one string.
         """
         ends = list(map(add, vaddrs, map(lshift, pages, repeat(12))))
         fast = self.sorted_vmas and all(map(le, ends[:-1], vaddrs[1:]))
@@ -205,17 +205,19 @@ class _RssWalk:
             if j > i and m + 1 < len(vmas) and ends[j - 1] > vmas[m + 1].start:
                 j -= 1                                   # reaches into the next VMA: the slow path
             if j > i:
-                out += map(_inside(vaddrs[i], vaddrs[j - 1], pages[i:j]), zip(vaddrs[i:j], pages[i:j], strict=True))
+                out.append(_inside(vaddrs[i:j], pages[i:j]))
                 i = j
         return out
 
 
-def _inside(first: int, last: int, pages: list[int]) -> Callable[[tuple[int, int]], str]:
-    """Formats (vaddr, pages) as _INSIDE does: in one step when every head has the same width."""
-    width = len("%x" % first)
-    if width == len("%x" % last) and max(pages) < 10 ** 8:       # heads of 1 + width + 3 + 8 characters
-        return (_HEAD + " " * max(0, 12 - width) + _TILDE).__mod__
-    return lambda entry: _INSIDE % (_HEAD % entry)
+def _inside(vaddrs: list[int], pages: list[int]) -> str:
+    """The lines _INSIDE makes of these entries, joined by newlines: in one step when every head has the same
+    width (one format string repeated, so one call formats them all)."""
+    width = len("%x" % vaddrs[0])
+    if width != len("%x" % vaddrs[-1]) or max(pages) >= 10 ** 8:
+        return "\n".join(_INSIDE % (_HEAD % entry) for entry in zip(vaddrs, pages, strict=True))
+    line = _HEAD + " " * max(0, 12 - width) + _TILDE          # heads of 1 + width + 3 + 8 characters
+    return "\n".join([line] * len(vaddrs)) % tuple(chain.from_iterable(zip(vaddrs, pages, strict=True)))
 
 
 def rss_batches(dump: Dump) -> Iterator[list[str]]:

@@ -27,7 +27,7 @@ from .dump import Dump, Task
 from .memory import DEFAULT_PAGE_SIZE, AddressSpace, Vma, address_space, memory_of
 
 PIECE = 1 << 20          # bytes compared per call
-RELEASE_EVERY = 8 << 20   # mapped bytes read between MADV_DONTNEED of the pages files
+RELEASE_EVERY = 2 << 20   # mapped bytes read between MADV_DONTNEED of the pages files
 FAULT_AROUND = 64 << 10   # the kernel maps this much around each page fault in a file mapping
 RANGES_PER_PAGE = 16     # at most this many changed byte ranges listed per page
 
@@ -35,7 +35,7 @@ RANGES_PER_PAGE = 16     # at most this many changed byte ranges listed per page
 class PageRuns:
     """Address ranges [start, end) in ascending order, contiguous ones merged, in one array (16 bytes a run).
 
-    JSON: a list of [start, end] pairs, built only when the encoder gets to it.
+    JSON: a list of [start, end] pairs (``iter_json`` makes them one at a time, for render.emit_json).
     """
 
     def __init__(self) -> None:
@@ -59,7 +59,10 @@ class PageRuns:
         return f"<PageRuns: {len(self)} runs>"
 
     def to_json(self) -> list[list[int]]:
-        return [[start, end] for start, end in self]
+        return list(self.iter_json())
+
+    def iter_json(self) -> Iterator[list[int]]:
+        return ([start, end] for start, end in self)
 
 
 @dataclass

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from typing import IO, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -15,19 +16,63 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
 
 
-def emit_json(value: Any) -> None:
-    """JSON for scripts: sorted keys, integers for addresses, one trailing newline."""
-    json.dump(value, sys.stdout, indent=2, sort_keys=True, default=_jsonable)
-    sys.stdout.write("\n")
+def emit_json(value: Any, out: IO[str] | None = None) -> None:
+    """JSON for scripts: sorted keys, integers for addresses, one trailing newline; the text of
+    ``json.dump(value, indent=2, sort_keys=True)``, written as it is made.  What has an ``iter_json()`` (diff's
+    changed page runs) is written item by item from that iterator, never held as a list."""
+    out = out or sys.stdout
+    pending: list[str] = []
+    size = 0
+    for text in _encode(value, "\n"):
+        pending.append(text)
+        size += len(text)
+        if size >= 1 << 16:
+            out.write("".join(pending))
+            pending, size = [], 0
+    pending.append("\n")
+    out.write("".join(pending))
+
+
+def _encode(value: Any, newline: str) -> Iterator[str]:
+    """JSON text of ``value``; ``newline`` is a line break and the indentation of the current level."""
+    value = _jsonable(value)
+    inner = newline + "  "
+    if isinstance(value, dict):
+        if not value:
+            yield "{}"
+            return
+        for i, key in enumerate(sorted(value)):
+            yield ("," if i else "{") + inner + encode_basestring_ascii(_key(key)) + ": "
+            yield from _encode(value[key], inner)
+        yield newline + "}"
+    elif isinstance(value, (list, Iterator)):
+        opened = False
+        for item in value:
+            yield ("," if opened else "[") + inner
+            yield from _encode(item, inner)
+            opened = True
+        yield newline + "]" if opened else "[]"
+    else:
+        yield json.dumps(value)
+
+
+def _key(key: Any) -> str:
+    """A dict key as json writes it."""
+    return key if isinstance(key, str) else json.dumps(key) if isinstance(key, (bool, type(None))) else str(key)
 
 
 def _jsonable(value: Any) -> Any:
+    """``value`` as what JSON can show (dict, list, iterator or scalar)."""
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
+    if hasattr(value, "iter_json"):
+        return value.iter_json()
     if hasattr(value, "to_json"):
         return value.to_json()
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
+    if value is None or isinstance(value, (str, int, float, dict, list, Iterator)):
+        return value
     raise TypeError(f"cannot show {type(value).__name__} as JSON")
 
 

@@ -14,7 +14,7 @@ A window lying inside one extent is searched in place: ``mmap.find`` /
 ``re.finditer`` on the mmapped pages file, no copy.  Only windows that cross
 extent seams (pages from different files or offsets) are copied, at most
 ``chunk + overlap`` bytes.  The pages files' mappings are dropped
-(MADV_DONTNEED; the page cache keeps the data) after every 8 MiB scanned, so
+(MADV_DONTNEED; the page cache keeps the data) after every 2 MiB scanned, so
 RSS stays flat however large the dump.
 """
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 CHUNK = 8 << 20              # bytes searched per window
 WINDOW = 64 << 20            # addresses walked per step (only their extents are held)
-RELEASE_EVERY = 8 << 20      # scanned bytes between MADV_DONTNEED of the pages files
+RELEASE_EVERY = 2 << 20      # scanned bytes between MADV_DONTNEED of the pages files
 PROGRESS_EVERY = 1 << 20     # scanned bytes between progress reports
 DIRECT_MIN = 64 << 10        # an extent span this long (or a chunk, if smaller) is searched in place
 REGEX_WINDOW = 4096          # default longest regex match, in bytes

@@ -69,21 +69,21 @@ def _layout(rng: random.Random, tidy: bool) -> tuple[list, list[tuple[int, int]]
 def test_bulk_lines_equal_crits_loop(seed: int) -> None:
     rng = random.Random(seed)
     vmas, entries = _layout(rng, tidy=seed % 4 != 0)
-    assert _outcome(lambda: _ours(rng, vmas, entries)) == _outcome(lambda: crit_rss(vmas, entries))
+    assert _outcome(lambda: _ours(rng, vmas, entries)) == _outcome(lambda: "\n".join(crit_rss(vmas, entries)))
 
 
-def _ours(rng: random.Random, vmas: list, entries: list[tuple[int, int]]) -> list[str]:
+def _ours(rng: random.Random, vmas: list, entries: list[tuple[int, int]]) -> str:
     walk, lines, pos = _RssWalk(DUMP, vmas), [], 0
     while pos < len(entries):                        # batches of random size, as the pagemap reader gives
         step = rng.randint(1, 50)
         batch = entries[pos:pos + step]
         lines += walk.lines([v for v, _ in batch], [p for _, p in batch])
         pos += step
-    return lines
+    return "\n".join(lines)     # bulk-formatted lines come joined
 
 
-def _outcome(func: Callable[[], list[str]]) -> list[str] | str:
-    """The lines, or the exception crit's loop dies of (IndexError: entries but no VMA, vmas[-1])."""
+def _outcome(func: Callable[[], str]) -> str:
+    """The text, or the exception crit's loop dies of (IndexError: entries but no VMA, vmas[-1])."""
     try:
         return func()
     except IndexError as exc:

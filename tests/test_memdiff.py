@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import tracemalloc
 from pathlib import Path
@@ -12,6 +13,7 @@ import imgtool
 from imgtool import cli
 from imgtool.diff import compare
 from imgtool.memdiff import MemoryComparer, PageRuns
+from imgtool.render import emit_json
 from imgtool.synth import SynthTask, SynthVma, build_dump
 
 from corpus import CORPUS
@@ -64,6 +66,9 @@ def test_page_runs_merge_contiguous_pages_and_encode_as_pairs() -> None:
                           (BASE + 7 * PAGE, BASE + 9 * PAGE)]
     assert len(runs) == 3
     assert json.loads(json.dumps({"r": runs}, default=lambda v: v.to_json())) == {"r": [list(r) for r in runs]}
+    out = io.StringIO()
+    emit_json({"r": runs}, out)          # streamed from iter_json: the same text
+    assert out.getvalue() == json.dumps({"r": runs}, default=lambda v: v.to_json(), indent=2) + "\n"
 
 
 def test_same_dump_is_equal() -> None:

@@ -502,3 +502,19 @@ def test_unix_name_mixed_line_breaks(name: bytes) -> None:
     for pretty in (False, True):
         value = convert.to_dict(message_class("unix_sk_entry")(name=name), pretty)["name"]
         assert convert.from_dict({"name": value}, message_class("unix_sk_entry")()).name == name
+
+
+_JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(max_size=8)
+_JSON_VALUES = st.recursive(_JSON_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner)
+                            | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=20)
+
+
+@given(_JSON_VALUES, st.booleans())
+def test_emit_json_writes_what_json_dump_writes(value: Any, lazily: bool) -> None:
+    """The streaming writer's text is json.dump(indent=2, sort_keys=True)'s; lists may come as iterators."""
+    from imgtool.render import _jsonable, emit_json
+
+    expected = json.dumps(value, indent=2, sort_keys=True, default=_jsonable) + "\n"
+    out = io.StringIO()
+    emit_json(iter(value) if lazily and isinstance(value, list) else value, out)
+    assert out.getvalue() == expected
