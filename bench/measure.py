@@ -55,13 +55,32 @@ def _env() -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class Step:
+    """Code to time in a fresh interpreter (``python``: another one, e.g. crit's venv)."""
+
+    code: str
+    argv: list[str]
+    python: str = sys.executable
+
+
+def race(*steps: Step, quick: float = 1.0, repeat: int = 5) -> list[Result]:
+    """Each step's fastest run.  The runs take turns (a, b, a, b, ...), so that a slow spell of the shared
+    machine hits every step alike; a step whose runs take under ``quick`` seconds runs ``repeat`` times."""
+    runs: list[list[Result]] = [[] for _ in steps]
+    for _ in range(repeat):
+        due = [i for i, done in enumerate(runs) if not done or (len(done) < repeat and done[0].seconds < quick)]
+        if not due:
+            break
+        for i in due:
+            runs[i].append(run(steps[i].code, steps[i].argv, steps[i].python))
+    return [min(done, key=lambda r: r.seconds) for done in runs]
+
+
 def best(code: str, argv: list[str] | None = None, python: str = sys.executable, quick: float = 1.0,
          repeat: int = 5) -> Result:
     """The fastest of ``repeat`` runs when a run takes under ``quick`` seconds (noise), else of one run."""
-    results = [run(code, argv, python)]
-    while results[0].seconds < quick and len(results) < repeat:
-        results.append(run(code, argv, python))
-    return min(results, key=lambda r: r.seconds)
+    return race(Step(code, argv or ["bench"], python), quick=quick, repeat=repeat)[0]
 
 
 @dataclass

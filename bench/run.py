@@ -10,10 +10,11 @@ deleted afterwards; sizes that do not fit on the disk are skipped):
 * realistic: 4 tasks, a 64 MiB shared object, 1000 fds and a 2-level chain (the child rewrites 10% of the
   pages in runs of 1-8 pages, the rest PE_PARENT), pseudo-random page bytes, a needle in the newest dump.
 
-Every step runs in a fresh interpreter (bench/measure.py: wall time with imports, peak RSS = VmHWM);
-steps under a second take the best of 5 runs.  Baselines: CRIU's crit (built by bench/get-crit.sh;
-skipped with a message without it) and plain loops that do the same work with nothing but protobuf,
-bytes.find, file reads or hashlib.  Progress goes to stderr; the table to stdout and ``--out``.
+Every step runs in a fresh interpreter (bench/measure.py: wall time with imports, peak RSS = VmHWM); a
+step and its baselines take turns, and steps under a second take the best of 5 runs.  Baselines: CRIU's
+crit (built by bench/get-crit.sh; skipped with a message without it) and plain loops that do the same work
+with nothing but protobuf, bytes.find, file reads or hashlib.  Progress goes to stderr; the table to
+stdout and ``--out``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from imgtool.synth import generate
 
-from measure import ROOT, Result, Row, best, table
+from measure import ROOT, Row, Step, best, race, table
 
 NEEDLE = "BENCH-NEEDLE-7f3a9c1e"
 CRIT_CACHE = Path(os.environ.get("IMGTOOL_CRIU_CACHE", Path.home() / ".cache" / "imgtool" / "criu"))
@@ -208,21 +209,21 @@ class Dumps:
     chain: list[Path]
 
 
-def imgtool(*args: str) -> Result:
-    return best(IMGTOOL_CLI, ["imgtool", *args])
+def imgtool(*args: str) -> Step:
+    return Step(IMGTOOL_CLI, ["imgtool", *args])
 
 
-def crit(*args: str) -> Result:
-    return best(CRIT_CLI, ["crit", *args], python=str(CRIT.parent / "python"))
+def crit(*args: str) -> Step:
+    return Step(CRIT_CLI, ["crit", *args], python=str(CRIT.parent / "python"))
 
 
-def _with_baselines(op: str, size: str, ours: Result, crit_args: list[str] | None,
+def _with_baselines(op: str, size: str, ours: Step, crit_args: list[str] | None,
                     plain: tuple[str, list[str]]) -> list[Row]:
-    rows = []
+    baselines = {"plain protobuf loop": Step(plain[0], ["bench", *plain[1]])}
     if crit_args is not None and CRIT.exists():
-        rows.append(Row(op, size, ours, CRIT_NAME, crit(*crit_args)))
-    rows.append(Row(op, size, ours, "plain protobuf loop", best(plain[0], ["bench", *plain[1]])))
-    return rows
+        baselines = {CRIT_NAME: crit(*crit_args), **baselines}
+    result, *bases = race(ours, *baselines.values())
+    return [Row(op, size, result, name, base) for name, base in zip(baselines, bases, strict=True)]
 
 
 def step_decode(d: Dumps, pretty: bool) -> list[Row]:
@@ -241,8 +242,8 @@ def step_rss(d: Dumps) -> list[Row]:
 
 def step_summary(d: Dumps) -> list[Row]:
     path = str(d.fragmented)
-    ours = imgtool("summary", path, "--json")
-    return [Row(SUMMARY, d.label, ours, "plain protobuf decode", best(PLAIN_SUMMARY, ["b", path]))]
+    ours, base = race(imgtool("summary", path, "--json"), Step(PLAIN_SUMMARY, ["b", path]))
+    return [Row(SUMMARY, d.label, ours, "plain protobuf decode", base)]
 
 
 def _pages_files(dumps: list[Path], pages_ids: tuple[int, ...] | None = None) -> list[str]:
@@ -251,24 +252,24 @@ def _pages_files(dumps: list[Path], pages_ids: tuple[int, ...] | None = None) ->
 
 
 def step_search(d: Dumps) -> list[Row]:
-    ours = imgtool("mem", "search", str(d.chain[-1]), "--string", NEEDLE, "--json")
-    base = best(PLAIN_FIND, ["bench", NEEDLE, *_pages_files(d.chain)])
+    ours, base = race(imgtool("mem", "search", str(d.chain[-1]), "--string", NEEDLE, "--json"),
+                      Step(PLAIN_FIND, ["bench", NEEDLE, *_pages_files(d.chain)]))
     return [Row(SEARCH, d.label, ours, "chunked bytes.find", base)]
 
 
 def step_read(d: Dumps) -> list[Row]:
     """Twice: timed from the imports on, and (a script that has imported imgtool) from after them."""
     argv = ["bench", str(d.chain[-1]), "1000"]
-    cold = best(IMGTOOL_READ.format(clock=""), argv)
-    warm = best(IMGTOOL_READ.format(clock="start = time.perf_counter()"), argv)
-    base = best(PLAIN_READ, ["bench", *_pages_files(d.chain, (1, 2))])   # shared object + task 1000
+    cold, warm, base = race(Step(IMGTOOL_READ.format(clock=""), argv),
+                            Step(IMGTOOL_READ.format(clock="start = time.perf_counter()"), argv),
+                            Step(PLAIN_READ, ["bench", *_pages_files(d.chain, (1, 2))]))   # shared object + task
     return [Row(READ, d.label, cold, "read its pages files", base),
             Row(READ_IMPORTED, d.label, warm, "read its pages files", base)]
 
 
 def step_diff(d: Dumps) -> list[Row]:
-    ours = imgtool("diff", str(d.chain[0]), str(d.chain[1]), "--only", "memory", "--json")
-    base = best(PLAIN_HASH, ["bench", *_pages_files(d.chain)])
+    ours, base = race(imgtool("diff", str(d.chain[0]), str(d.chain[1]), "--only", "memory", "--json"),
+                      Step(PLAIN_HASH, ["bench", *_pages_files(d.chain)]))
     return [Row(DIFF, d.label, ours, "sha256 of both dumps", base)]
 
 
@@ -360,8 +361,8 @@ Generated by `python bench/run.py {' '.join(argv)}` on {when}.
 - Every figure is a ratio against its baseline, measured in the same run on the same dump: **time ratio
   = imgtool time / baseline time and RSS ratio = imgtool peak RSS / baseline peak RSS, so below 1 means
   imgtool is faster (smaller)**.  Times are wall clock in a fresh interpreter, imports included (but for
-  the "imgtool imported" rows); peak RSS is the process's VmHWM.  Steps under a second are the best of 5
-  runs.  The machine is shared: expect noise.
+  the "imgtool imported" rows); peak RSS is the process's VmHWM.  A step and its baselines take turns; steps
+  under a second are the best of 5 runs.  The machine is shared: expect noise.
 
 Dumps (imgtool.synth.generate, seeded): *fragmented* is one task whose pagemap has one-page runs (262,144
 entries per GiB; sparse pages files); the other operations use a *realistic* 2-dump chain of 4 tasks with a

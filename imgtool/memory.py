@@ -691,7 +691,8 @@ class DumpMemory:
             if offsets[last] + ends[last] - starts[last] > len(pages):       # offsets only grow
                 return False
             own = index.file_id(pages)
-        kinds, starts, ends, offsets = (list(compress(c, kinds)) for c in (kinds, starts, ends, offsets))  # 0: skip
+        if 0 in kinds:     # not in the dump: skip
+            kinds, starts, ends, offsets = (list(compress(c, kinds)) for c in (kinds, starts, ends, offsets))
         if isinstance(index, _Window):
             kinds, starts, ends, offsets = (list(compress(c, index.overlapping(starts, ends)))
                                             for c in (kinds, starts, ends, offsets))
