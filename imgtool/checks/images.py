@@ -194,7 +194,8 @@ def parent_chain(ctx: Context) -> Iterator[Finding]:
     for pid in sorted({pid for pid, _, _ in needs_parent}):
         name = f"pagemap-{pid}"
         try:
-            store.index(name, size)   # resolves PE_PARENT runs through the chain, counting what is nowhere
+            for _ in store.stream(name, size) or ():   # resolves PE_PARENT runs through the chain (nothing held),
+                pass                                   # counting what is nowhere
         except ImgtoolError:
             continue                  # a damaged pagemap or pages file: the other checks report it
         missing = store.missing_parent_bytes.get(name, 0) // size
