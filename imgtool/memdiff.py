@@ -162,9 +162,6 @@ class MemoryComparer:
         label = f"task {ta.pid if ta else pid}" if (ta and tb and ta.pid == tb.pid) or not (ta and tb) \
             else f"task {ta.pid}→{tb.pid}"
         buckets = self.compare(side_a, side_b)
-        del side_a, side_b
-        for dump in (a_dump, b_dump):   # one task's indexes at a time: RSS does not grow with the task count
-            memory_of(dump).forget_indexes()
         for (start, end), bucket in sorted(buckets.items()):
             counts = {k: v for k, v in bucket.counts.items() if k != "equal"}
             if not any(counts.get(k) for k in ("changed", "added", "removed")):

@@ -584,14 +584,13 @@ def _joined(segments: Iterator[ExtentIndex], index: ExtentIndex) -> ExtentIndex:
 
 
 class DumpMemory:
-    """Pages files and resolved pagemaps of one dump, shared by its tasks (see ``memory_of``)."""
+    """Pages files of one dump (shared by its tasks, see ``memory_of``) and its pagemaps, streamed."""
 
     def __init__(self, dump: Dump, window: tuple[int, int] | None = None) -> None:
         self._dump = weakref.ref(dump)
         self.path = dump.path
         self.window = window       # keep only what private memory has in [lo, hi) (see _Window); not cached
         self._pages: dict[int, PagesFile] = {}
-        self._indexes: dict[tuple[str, int], ExtentIndex | None] = {}
         self._parents: list[DumpMemory] = []               # windowed stores of the parent dumps
         self.missing_parent_bytes: dict[str, int] = {}   # PE_PARENT ranges no parent has
 
@@ -606,14 +605,6 @@ class DumpMemory:
     @property
     def files(self) -> list[PagesFile]:
         return list(self._pages.values())
-
-    def index(self, name: str, page_size: int, _seen: frozenset[Path] = frozenset()) -> ExtentIndex | None:
-        """Pagemap ``name`` ("pagemap-42", "pagemap-shmem-7") resolved through the parent chain; None if absent."""
-        key = (name, page_size)
-        if key not in self._indexes:
-            segments = self.stream(name, page_size, _seen)
-            self._indexes[key] = None if segments is None else _joined(segments, self._new_index(name))
-        return self._indexes[key]
 
     def stream(self, name: str, page_size: int, _seen: frozenset[Path] = frozenset()) -> Iterator[ExtentIndex] | None:
         """Pagemap ``name`` resolved through the parent chain, in address order, one batch of entries at a time
@@ -716,20 +707,9 @@ class DumpMemory:
         return True
 
     def unresolved(self, name: str) -> list[str]:
-        """What ``index(name)`` could not find, for AddressSpace.problems."""
+        """What the last complete walk over ``name`` could not find, for AddressSpace.problems."""
         missing = self.missing_parent_bytes.get(name)
         return [f"{missing} bytes marked PE_PARENT in {name}.img are in no parent dump"] if missing else []
-
-    def forget_indexes(self) -> None:
-        """Drop the resolved pagemaps (shared objects' and pre-dumps'), here and in the parent dumps (rebuilt when
-        asked for again): a walk over many tasks calls this after each task."""
-        self._indexes.clear()
-        self._parents.clear()
-        dump = self._dump()
-        if dump is not None and self.window is None:
-            for parent in list(dump.chain())[1:]:
-                if parent in _STORES:
-                    _STORES[parent]._indexes.clear()
 
     def close(self) -> None:
         for pages in self._pages.values():
@@ -737,7 +717,6 @@ class DumpMemory:
         for store in self._parents:
             store.close()
         self._pages.clear()
-        self._indexes.clear()
 
 
 def _too_short(pages: PagesFile, pages_id: int, starts: list[int], ends: list[int], offsets: list[int],
@@ -1014,22 +993,31 @@ def _space(task: Task, store: DumpMemory) -> AddressSpace:
     page_size = page_size_of(mm)
     name = f"pagemap-{task.pid}"
     problems: list[str] = []
-    objects = [(vma, obj) for vma in vmas if vma.shared_object
-               for obj in [_shmem_index(dump, store, vma, page_size, problems)] if obj is not None]
+    objects = [(vma, f"pagemap-shmem-{ident}") for vma in vmas if vma.shared_object
+               for ident in [_shmem_ident(dump, store, vma, problems)] if ident is not None]
+
+    def walk(pagemap: str) -> _Cursor:
+        return _Cursor(lambda: store.stream(pagemap, page_size))
 
     def source() -> Iterator[ExtentIndex]:
         private = store.stream(name, page_size) or iter(())
-        return _with_shared(private, objects) if objects else private
+        return _with_shared(private, [(vma, walk(shmem)) for vma, shmem in objects]) if objects else private
 
-    return AddressSpace(task.pid, vmas, source, page_size, mm, problems, lambda: store.unresolved(name), dump)
+    def unresolved() -> list[str]:
+        for _, shmem in objects:     # a VMA's walk may stop before the end of its object: walk them whole
+            for _ in store.stream(shmem, page_size) or ():
+                pass
+        return [*store.unresolved(name), *(problem for _, shmem in objects for problem in store.unresolved(shmem))]
+
+    return AddressSpace(task.pid, vmas, source, page_size, mm, problems, unresolved, dump)
 
 
-def _with_shared(segments: Iterator[ExtentIndex], objects: list[tuple[Vma, ExtentIndex]]) -> Iterator[ExtentIndex]:
+def _with_shared(segments: Iterator[ExtentIndex], objects: list[tuple[Vma, _Cursor]]) -> Iterator[ExtentIndex]:
     """The private segments, plus shared objects' pages where the private pagemap has none (in their VMAs).
 
     A MAP_PRIVATE memfd mapping keeps its COW'ed pages in the private pagemap;
-    the rest comes from the object.  Each segment takes the addresses from the end of the one before to its own
-    end (the last one: to the end of the address space).
+    the rest comes from the object, walked with a cursor of its own per VMA.  Each segment takes the addresses
+    from the end of the one before to its own end (the last one: to the end of the address space).
     """
     lo, pending = 0, sorted(objects, key=lambda o: o[0].start)
     for private in chain(segments, [ExtentIndex()]):
@@ -1040,7 +1028,8 @@ def _with_shared(segments: Iterator[ExtentIndex], objects: list[tuple[Vma, Exten
                 break
             shift = vma.start - vma.pgoff
             for gap_lo, gap_hi in _gaps(private, max(vma.start, lo), min(vma.end, hi)):
-                pieces += [(s + shift, e + shift, p, o) for s, e, p, o in obj.slices(gap_lo - shift, gap_hi - shift)]
+                held = obj.cover(gap_lo - shift, gap_hi - shift)
+                pieces += [(s + shift, e + shift, p, o) for s, e, p, o in held.slices(gap_lo - shift, gap_hi - shift)]
         pending = [o for o in pending if o[0].end > hi]
         merged = _merge(private, pieces) if pieces else private
         if len(merged):
@@ -1060,16 +1049,15 @@ def _merge(private: ExtentIndex, pieces: list[tuple[int, int, PagesFile, int]]) 
     return merged
 
 
-def _shmem_index(dump: Dump, store: DumpMemory, vma: Vma, page_size: int, problems: list[str]) -> ExtentIndex | None:
+def _shmem_ident(dump: Dump, store: DumpMemory, vma: Vma, problems: list[str]) -> int | None:
+    """The shmem id whose pagemap holds ``vma``'s shared object; None (and why, in ``problems``) if none does."""
     ident = shmem_id(dump, vma)
     if ident is None:
         problems.append(f"VMA {vma}: {vma.shared_object} object {vma.shmid} not found in files.img/memfd.img")
-        return None
-    index = store.index(f"pagemap-shmem-{ident}", page_size)
-    if index is None:
+    elif not (store.path / f"pagemap-shmem-{ident}.img").is_file():
         problems.append(f"VMA {vma}: pagemap-shmem-{ident}.img is missing")
-    problems += store.unresolved(f"pagemap-shmem-{ident}")
-    return index
+        return None
+    return ident
 
 
 def _gaps(index: ExtentIndex, lo: int, hi: int) -> Iterator[tuple[int, int]]:

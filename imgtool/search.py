@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Protocol
 
 from .errors import ImgtoolError
-from .memory import AddressSpace, ExtentIndex, ExtentSpan, Run, Vma, address_space, memory_of
+from .memory import AddressSpace, ExtentIndex, ExtentSpan, Run, Vma, address_space
 
 if TYPE_CHECKING:
     from .dump import Dump
@@ -292,13 +292,12 @@ def _hit(space: AddressSpace, held: ExtentIndex, run_lo: int, run_hi: int, vaddr
 
 
 def spaces(dump: Dump, pids: Iterable[int] | None = None) -> Iterator[AddressSpace]:
-    """Address spaces of the tasks with memory (all, or those in ``pids``, in that order), built one at a time:
-    the indexes behind one are dropped before the next is built, so memory does not grow with the task count."""
+    """Address spaces of the tasks with memory (all, or those in ``pids``, in that order), built one at a time
+    (fresh ones, not ``task.memory``: nothing of one is kept once it has been walked)."""
     tasks = [dump.task(pid) for pid in pids] if pids is not None else dump.tasks
     for task in tasks:
         if task.mm is not None:
             yield address_space(task)
-            memory_of(dump).forget_indexes()
 
 
 def search_dump(dump: Dump, pattern: Pattern, *, pids: Iterable[int] | None = None, context: int = 16,
