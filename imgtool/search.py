@@ -270,10 +270,12 @@ def _chains(held: ExtentIndex, first: int, pos: int, stop: int, overlap: int,
     starts, ends, count = held.starts, held.ends, len(held)
     i = first
     while i < count and starts[i] < stop:
-        j = i + 1
+        k, j = i, i + 1
+        while k > 0 and starts[k] == ends[k - 1] and starts[k] > pos - margin:   # the chain began before pos
+            k -= 1
         while j < count and starts[j] == ends[j - 1] and starts[j] < stop + margin:
             j += 1
-        lo, hi = starts[i], ends[j - 1]
+        lo, hi = starts[k], ends[j - 1]
         begin, data_end = max(lo, pos), min(hi, stop + overlap)
         last = bisect_left(starts, data_end, i, j)
         yield Run(begin, data_end - begin, ExtentSpan(held, i, last)), min(hi, stop), lo, hi

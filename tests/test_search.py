@@ -145,7 +145,7 @@ def test_random_needles_found_exactly_once(data: st.DataObject) -> None:
     needle = b"\xff" + data.draw(st.binary(max_size=40), label="needle")
     at = data.draw(st.integers(0, pages * PAGE - len(needle)), label="offset")
     chunk = data.draw(st.sampled_from([7, 64, 1000, PAGE, PAGE + 1, 3 * PAGE, 1 << 20]), label="chunk")
-    window = data.draw(st.sampled_from([1, 100, PAGE, 3 * PAGE + 5, search.WINDOW]), label="window")
+    window = data.draw(st.sampled_from([7, 100, PAGE, 3 * PAGE + 5, search.WINDOW]), label="window")
     in_child = data.draw(st.sets(st.integers(0, pages - 1)), label="pages in the child")
     content = filler(pages)
     content[at:at + len(needle)] = needle
@@ -166,6 +166,22 @@ def test_random_needles_found_exactly_once(data: st.DataObject) -> None:
         regex_hits = [h.vaddr for h in search_space(space, Regex(re.escape(needle)), chunk=chunk)]
         assert regex_hits == _non_overlapping(expect, len(needle))
         assert space.read(BASE, pages * PAGE) == content
+
+
+def test_context_before_a_step_boundary_at_a_file_seam(tmp_path: Path) -> None:
+    """A match right where a step of the walk begins, after a page from the child dump: its context comes
+    from the extents before the step (found by hypothesis)."""
+    content = filler(12)
+    content[11 * PAGE] = 0xFF
+    parent = build_dump(tmp_path / "p", [SynthTask(1, vmas=[SynthVma.anon(BASE, 12 * PAGE)],
+                                                   pages={BASE: bytes(content)})], entry_pages=1)
+    space = space_with(tmp_path / "c", {BASE + 10 * PAGE: bytes(content[10 * PAGE:11 * PAGE])}, 12, parent,
+                       tuple((BASE + i * PAGE, 1) for i in range(12) if i != 10))
+    for window in (1, 7, PAGE):
+        with mock.patch.object(search, "WINDOW", window):
+            (hit,) = search_space(space, Literal(b"\xff"), chunk=7)
+        assert (hit.vaddr, hit.before, hit.after) == (BASE + 11 * PAGE, bytes(content[11 * PAGE - 16:11 * PAGE]),
+                                                      bytes(content[11 * PAGE + 1:11 * PAGE + 17]))
 
 
 def _occurrences(haystack: bytes, needle: bytes) -> list[int]:
