@@ -369,7 +369,7 @@ entries per GiB; sparse pages files); the other operations use a *realistic* 2-d
 64 MiB shared object and 1000 fds, whose child rewrites 10% of the pages in runs of 1-8 pages.  Search
 looks for a needle in the child; full read extracts every VMA of one task (1/4 of the memory plus the shared
 object), timed once from the imports on and once from after them (as in a script that has imported imgtool:
-opening the dump and building the task's index still count); diff compares the parent with the child.
+opening the dump and walking the task's pagemaps still count); diff compares the parent with the child.
 
 Goals: pagemap decode and x rss at least 10x faster than crit (time ratio <= 0.1) with peak RSS < 60 MB;
 search and full read within 1.25x of their raw baseline; diff within 1.5x of hashing; peak RSS that does
@@ -427,8 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     for gib in args.gibs:
         rows += run_size(gib, args.ops, args.tmp)
     print(table(rows))
-    imports = fixed_costs()
     if args.out:
+        imports = fixed_costs()
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(report(rows, argv, crit_note, imports))
         log(f"wrote {args.out}")

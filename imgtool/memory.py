@@ -360,10 +360,10 @@ class ExtentIndex:
                 yield start, min(ends[i], hi), files[file_ids[i]], offsets[i] + start - starts[i]
             i += 1
 
-    def extents(self) -> Iterator[Extent]:
-        files = self.files
-        for start, end, file_id, offset in zip(self.starts, self.ends, self.file_ids, self.offsets, strict=True):
-            yield Extent(start, end - start, files[file_id], offset)
+    def locate(self, address: int) -> tuple[PagesFile, int] | None:
+        """The pages file and offset holding the byte at ``address``, or None if it is not dumped."""
+        found = next(self.slices(address, address + 1), None)
+        return (found[2], found[3]) if found is not None else None
 
     def copy(self, lo: int, hi: int) -> bytearray:
         """The bytes of ``[lo, hi)``; gaps are zeros."""
@@ -398,8 +398,6 @@ class ExtentIndex:
         if pos < hi and not zeroed:
             dest[pos - lo:] = bytes(hi - pos)
 
-    def covered(self) -> int:
-        return sum(self.ends) - sum(self.starts)
 
 
 class _Window(ExtentIndex):
@@ -409,10 +407,6 @@ class _Window(ExtentIndex):
     def __init__(self, lo: int, hi: int) -> None:
         super().__init__()
         self.lo, self.hi = lo, hi
-
-    def touches(self, start: int, end: int) -> bool:
-        """Whether ``[start, end)`` overlaps the window."""
-        return start < self.hi and end > self.lo
 
     def overlapping(self, starts: Sequence[int], ends: Sequence[int]) -> list[bool]:
         return list(map(and_, map(lt, starts, repeat(self.hi)), map(gt, ends, repeat(self.lo))))
@@ -576,8 +570,9 @@ class _Cursor:
         return held
 
 
-def _joined(segments: Iterator[ExtentIndex], index: ExtentIndex) -> ExtentIndex:
-    """``index`` with every segment appended."""
+def _joined(segments: Iterator[ExtentIndex]) -> ExtentIndex:
+    """One index of every segment's extents."""
+    index = ExtentIndex()
     for segment in segments:
         index.extend_from(segment, 0, len(segment))
     return index
@@ -615,9 +610,13 @@ class DumpMemory:
             return None
         return self._stream(path, name, page_size, _seen | {self.path.resolve()})
 
+    def _window_of(self, name: str) -> tuple[int, int] | None:
+        """The window pagemap ``name`` is resolved in: a shared object's addresses are offsets in it, so never."""
+        return None if name.startswith("pagemap-shmem-") else self.window
+
     def _new_index(self, name: str) -> ExtentIndex:
-        shared = name.startswith("pagemap-shmem-")     # addresses are offsets in the object: never windowed
-        return ExtentIndex() if self.window is None or shared else _Window(*self.window)
+        window = self._window_of(name)
+        return ExtentIndex() if window is None else _Window(*window)
 
     def _parent_stream(self, name: str, page_size: int, seen: frozenset[Path]) -> Iterator[ExtentIndex] | None:
         dump = self._dump()
@@ -639,7 +638,7 @@ class DumpMemory:
     def _segments_from(self, view: memoryview, file: str, name: str, page_size: int,
                        seen: frozenset[Path]) -> Iterator[ExtentIndex]:
         pages_id, head_end, order = _read_head(view, file)
-        lo, hi = self.window if isinstance(self._new_index(name), _Window) else (0, 1 << 64)
+        lo, hi = self._window_of(name) or (0, 1 << 64)
         parent = _Cursor(lambda: self._parent_stream(name, page_size, seen))     # opened on first PE_PARENT
         missing = 0
         for kinds, starts, ends, offsets in _runs(pagemap.batches(view, head_end, order, file), page_size, file, lo):
@@ -854,7 +853,7 @@ class AddressSpace:
     def _extents(self) -> ExtentIndex:
         """The index of every extent (built on first use)."""
         if self._index is None:
-            self._index = _joined(self._stream(), ExtentIndex())
+            self._index = _joined(self._stream())
             self._walks.clear()
         return self._index
 
@@ -929,9 +928,9 @@ class AddressSpace:
         """
         if size < 0:
             raise ValueError("size must not be negative")
-        self._extents   # noqa: B018 - reads at any address: index everything once
+        index = self._extents     # reads at any address: index everything once (check then uses it too)
         self.check(address, size, zero_fill)
-        return bytes(self._extents.copy(address, address + size))
+        return bytes(index.copy(address, address + size))
 
     def raw_into(self, dest: memoryview, address: int) -> None:
         """``raw(address, len(dest))`` written into ``dest``; in address order, this streams (see ``around``)."""
@@ -943,8 +942,7 @@ class AddressSpace:
 
     def locate(self, address: int) -> tuple[PagesFile, int] | None:
         """The pages file and offset holding the byte at ``address``, or None if it is not dumped."""
-        found = next(self._extents.slices(address, address + 1), None)
-        return (found[2], found[3]) if found is not None else None
+        return self._extents.locate(address)
 
     # -- streaming -----------------------------------------------------------------
 

@@ -287,8 +287,7 @@ def _hit(space: AddressSpace, held: ExtentIndex, run_lo: int, run_hi: int, vaddr
     lo, hi = max(run_lo, vaddr - context), min(run_hi, vaddr + length + context)
     data = bytes(held.copy(lo, hi))
     cut, tail = vaddr - lo, vaddr - lo + length
-    found = next(held.slices(vaddr, vaddr + 1), None)
-    pages, offset = (found[2], found[3]) if found is not None else (None, -1)
+    pages, offset = held.locate(vaddr) or (None, -1)
     return Hit(space.pid, vaddr, space.vma_at(vaddr), data[cut:tail], data[:cut], data[tail:],
                str(pages.path) if pages is not None else "", offset)
 
