@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from google.protobuf.message import Message
 
@@ -212,8 +211,7 @@ def _task_id(entry: Message, name: str) -> int:
     return ns[0] if ns else 0
 
 
-@dataclass(frozen=True)
-class Thread:
+class Thread(NamedTuple):
     tid: int
     core: Message   # core-<tid>.img: thread_info (registers) and thread_core
 
@@ -223,18 +221,11 @@ class Thread:
         return tc.comm if self.core.HasField("thread_core") and tc.comm else self.core.tc.comm
 
 
-@dataclass(eq=False)
 class Task:
     """A process of the dump: pstree entry plus its per-task images, decoded on demand."""
 
-    dump: Dump
-    entry: Message
-    pid: int = field(init=False)
-    ppid: int = field(init=False)
-    pgid: int = field(init=False)
-    sid: int = field(init=False)
-
-    def __post_init__(self) -> None:
+    def __init__(self, dump: Dump, entry: Message) -> None:
+        self.dump, self.entry = dump, entry
         self.pid = _task_id(self.entry, "pid")
         self.ppid = self.entry.ppid
         self.pgid = _task_id(self.entry, "pgid")

@@ -17,9 +17,8 @@ is imported on first build, so that reading does not pay for importing it.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from . import magic
 from .errors import TruncatedError, UnknownMagicError
@@ -38,8 +37,7 @@ def frame(byteorder: str) -> Construct:
     return Prefixed(Int32ul if byteorder == "<" else Int32ub, GreedyBytes)
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
+class Header(NamedTuple):
     kind: str              # magic name as crit prints it ("PSTREE")
     prefix: int | None     # IMG_COMMON / IMG_SERVICE, None when absent
     byteorder: str         # "<" or ">"

@@ -7,7 +7,6 @@ import io
 import mmap
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import IO, Any
 
 from google.protobuf.message import DecodeError as PbDecodeError
@@ -22,18 +21,24 @@ from .registry import KINDS, EntrySpec, ImageKind
 Buffer = bytes | bytearray | memoryview | mmap.mmap
 
 
-@dataclass(slots=True)
 class Entry:
     """One entry: its place in the file, its protobuf bytes and any extra payload."""
 
-    index: int
-    offset: int                 # where its size prefix starts
-    size: int                   # protobuf payload length
-    payload: memoryview
-    spec: EntrySpec
-    extra: memoryview | None    # raw bytes CRIU wrote after the message, if any
-    path: str = "<stream>"
-    _message: Message | None = field(default=None, repr=False)
+    __slots__ = ("_message", "extra", "index", "offset", "path", "payload", "size", "spec")
+
+    def __init__(self, index: int, offset: int, size: int, payload: memoryview, spec: EntrySpec,
+                 extra: memoryview | None, path: str = "<stream>") -> None:
+        self.index = index
+        self.offset = offset            # where its size prefix starts
+        self.size = size                # protobuf payload length
+        self.payload = payload
+        self.spec = spec
+        self.extra = extra              # raw bytes CRIU wrote after the message, if any
+        self.path = path
+        self._message: Message | None = None
+
+    def __repr__(self) -> str:
+        return f"<Entry {self.index} of {self.path} at {self.offset}: {self.size} bytes of {self.spec.message_name}>"
 
     @property
     def message(self) -> Message:

@@ -32,7 +32,6 @@ import weakref
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from itertools import accumulate, chain, compress, islice, pairwise, repeat
 from operator import add, and_, eq, gt, le, lt, mul, ne, or_, sub
@@ -86,8 +85,7 @@ class NotDumpedError(ImgtoolError):
 # -- VMAs ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Vma:
+class Vma(NamedTuple):
     """One mapping of the task, as ``/proc/PID/maps`` would show it."""
 
     start: int

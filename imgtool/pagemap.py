@@ -21,7 +21,6 @@ from __future__ import annotations
 import mmap
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from operator import itemgetter
 
 from google.protobuf.message import DecodeError as PbDecodeError
@@ -51,15 +50,18 @@ _COLUMNS = message_class("pagemap_columns")
 _ENTRY = message_class("pagemap_entry")
 
 
-@dataclass(slots=True)
 class Columns:
-    """Consecutive pagemap entries, one list per field; a list is empty when no entry has it."""
+    """Consecutive pagemap entries, one list per field (FIELDS); a list is empty when no entry has it."""
 
-    vaddr: list[int]
-    compat_nr_pages: list[int]
-    in_parent: list[bool]
-    flags: list[int]
-    nr_pages: list[int]
+    __slots__ = FIELDS
+
+    def __init__(self, vaddr: list[int], compat_nr_pages: list[int], in_parent: list[bool], flags: list[int],
+                 nr_pages: list[int]) -> None:
+        self.vaddr, self.compat_nr_pages, self.in_parent = vaddr, compat_nr_pages, in_parent
+        self.flags, self.nr_pages = flags, nr_pages
+
+    def __repr__(self) -> str:
+        return f"Columns({', '.join(f'{n}={getattr(self, n)!r}' for n in FIELDS)})"
 
     def __len__(self) -> int:
         return len(self.vaddr)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from google.protobuf.message import Message
 
@@ -11,8 +11,7 @@ from .extras import Extra, GhostContent, MsgQueue, SemArray, ShmSegment, Sized, 
 from .pb import message_class
 
 
-@dataclass(frozen=True, slots=True)
-class EntrySpec:
+class EntrySpec(NamedTuple):
     message_name: str
     extra: Extra | None = None
 
@@ -22,8 +21,7 @@ class EntrySpec:
         return message_class(self.message_name)
 
 
-@dataclass(frozen=True, slots=True)
-class ImageKind:
+class ImageKind(NamedTuple):
     name: str              # magic name as crit prints it
     entry: EntrySpec       # every entry...
     first: EntrySpec | None = None  # ...except the first one, when it differs (pagemap, ghost)

@@ -23,8 +23,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import IO, TYPE_CHECKING, NamedTuple, Protocol
 
 from .errors import ImgtoolError
 from .memory import AddressSpace, ExtentIndex, ExtentSpan, Run, Vma, address_space
@@ -123,8 +122,7 @@ def any_of(needles: Iterable[bytes]) -> Regex:
 # -- scanning -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Hit:
+class Hit(NamedTuple):
     """One match: where it is and what surrounds it (context stops at the run's ends)."""
 
     pid: int
