@@ -169,12 +169,12 @@ assert total > 0
 IMPORTS_IMGTOOL = """
 import imgtool, imgtool.search
 from imgtool.pb import message_class
-for name in ("pstree_entry", "mm_entry", "pagemap_entry", "core_entry"):
+for name in ("pstree_entry", "mm_entry", "pagemap_entry", "pagemap_columns"):
     message_class(name)
 """
 
 IMPORTS_PROTOBUF = PB + """
-import pb.pstree_pb2, pb.mm_pb2, pb.pagemap_pb2, pb.core_pb2
+import pb.pstree_pb2, pb.mm_pb2, pb.pagemap_pb2, pb.imgtool_columns_pb2
 """
 
 PLAIN_READ = """

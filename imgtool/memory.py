@@ -52,7 +52,6 @@ if TYPE_CHECKING:
     from .dump import Dump, Task
 
 DEFAULT_PAGE_SIZE = 4096
-PREAD_MIN = 1 << 20    # extents this long are copied with pread, shorter ones from the mapping (faster here)
 AT_PAGESZ = 6          # auxv key of the page size (include/uapi/linux/auxvec.h)
 
 # criu/include/image.h
@@ -373,7 +372,7 @@ class ExtentIndex:
     def copy_into(self, dest: memoryview, lo: int, zeroed: bool = False) -> None:
         """Fill ``dest`` with the bytes from ``lo`` on; gaps are zeroed (unless ``zeroed``: they already are).
 
-        Long extents are read with pread (no mapping, no page faults), short ones copied from the mapping.
+        Extents are read with pread: one kernel copy, no page faults, nothing mapped (so nothing to release).
         """
         hi = lo + len(dest)
         starts, files, pos = self.starts, self.files, lo
@@ -388,10 +387,7 @@ class ExtentIndex:
                 continue
             if start > pos and not zeroed:
                 dest[pos - lo:start - lo] = bytes(start - pos)
-            if end - start >= PREAD_MIN:
-                files[file_id].read_into(dest[start - lo:end - lo], offset)
-            else:
-                dest[start - lo:end - lo] = files[file_id].view[offset:offset + end - start]
+            files[file_id].read_into(dest[start - lo:end - lo], offset)
             pos = end
         if pos < hi and not zeroed:
             dest[pos - lo:] = bytes(hi - pos)
