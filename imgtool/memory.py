@@ -476,8 +476,11 @@ class _Coalescer:
         kinds = _lookup(_KIND, flags)
         offsets = list(accumulate(map(mul, lengths, _lookup(_HAS_DATA, flags)), initial=self.offset))
         firsts = [0, *compress(range(1, len(vaddrs)), map(or_, map(ne, kinds[1:], kinds), map(ne, vaddrs[1:], ends)))]
-        runs = (list(map(kinds.__getitem__, firsts)), list(map(vaddrs.__getitem__, firsts)),
-                [ends[i - 1] for i in firsts[1:]] + [ends[-1]], list(map(offsets.__getitem__, firsts)))
+        if len(firsts) == len(vaddrs):   # no entry continues the one before it: each is a run
+            runs = (kinds, vaddrs, ends, offsets[:-1])
+        else:
+            runs = (list(map(kinds.__getitem__, firsts)), list(map(vaddrs.__getitem__, firsts)),
+                    [ends[i - 1] for i in firsts[1:]] + [ends[-1]], list(map(offsets.__getitem__, firsts)))
         if runs[0][0] == self.kind and runs[1][0] == self.end:   # continues the open run of the previous batch
             self.end = runs[2][0]
             runs = tuple(column[1:] for column in runs)
@@ -691,12 +694,12 @@ class DumpMemory:
         if found is None:
             return False
         ids = [index.file_id(pages) for pages in source.files]
-        file_ids = map(ids.__getitem__, map(source.file_ids.__getitem__, found))
-        shift = map(sub, starts, map(source.starts.__getitem__, found))
-        moved = map(add, map(source.offsets.__getitem__, found), shift)
-        # own file and offset for PE_PRESENT runs, the parent's for PE_PARENT ones (in_parent is 0 or 1)
-        index.extend(starts, ends, list(map(add, repeat(own), map(mul, in_parent, map(sub, file_ids, repeat(own))))),
-                     list(map(add, offsets, map(mul, in_parent, map(sub, moved, offsets)))), apart=True)
+        file_of = list(map(ids.__getitem__, source.file_ids))        # per extent of source: our id of its file
+        shift_of = list(map(sub, source.offsets, source.starts))     # per extent: file offset - address
+        moved = map(add, starts, map(shift_of.__getitem__, found))
+        # (own, parent's)[in_parent]: own file and offset for PE_PRESENT runs, the parent's for PE_PARENT ones
+        index.extend(starts, ends, list(map(_pick, zip(repeat(own), map(file_of.__getitem__, found)), in_parent)),
+                     list(map(_pick, zip(offsets, moved, strict=True), in_parent)), apart=True)
         return True
 
     def unresolved(self, name: str) -> list[str]:
@@ -721,10 +724,18 @@ def _too_short(pages: PagesFile, pages_id: int, starts: list[int], ends: list[in
                               f"it has {len(pages)}", path=file)
 
 
+_pick = tuple.__getitem__    # _pick((a, b), False) is a, _pick((a, b), True) is b
+
+
 def _holders(source: ExtentIndex, starts: list[int], ends: list[int], wanted: list[bool]) -> list[int] | None:
-    """For each wanted range, the index of the extent of ``source`` holding it whole; None if one has none."""
+    """For each wanted range, the index of the extent of ``source`` holding it whole (any index for the others);
+    None if one has none."""
     if not len(source):
         return None
+    first, last = wanted.index(True), len(wanted) - 1 - wanted[::-1].index(True)
+    holder = bisect_right(source.starts, starts[first]) - 1
+    if holder >= 0 and source.ends[holder] >= ends[last]:     # one extent holds them all (a dense parent dump)
+        return [holder] * len(starts)
     found = list(map((-1).__add__, map(bisect_right, repeat(source.starts), starts)))
     missed = map(or_, map(lt, found, repeat(0)), map(gt, ends, map(source.ends.__getitem__, found)))
     return None if any(map(and_, wanted, missed)) else found

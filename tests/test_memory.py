@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from imgtool.memory import (
     shmem_id,
 )
 from imgtool.pb import message_class
+from imgtool.search import extract
 from imgtool.synth import SynthShmem, SynthTask, SynthVma, build_dump, marked_pages
 
 from corpus import CORPUS
@@ -232,6 +234,50 @@ def test_three_level_chain_with_split_parent_entries(tmp_path: Path) -> None:
             assert data[i * PAGE:(i + 1) * PAGE] == page(b"L%d-" % level, i), i
             assert space.locate(BASE + i * PAGE)[0].path.parent.name == f"d{level}"
         assert space.dumped_bytes() == 64 * PAGE and len(list(space.runs())) == 1
+
+
+PRESENT, IN_PARENT, ABSENT = "present", "parent", "absent"
+CHAIN_PAGES = 40
+
+
+def _level_task(level: int, states: list[str]) -> SynthTask:
+    """The task of one level: runs of equal states as page data (marked "L<level>-") or PE_PARENT runs."""
+    pages, parent_runs, i = {}, [], 0
+    for state, run in itertools.groupby(states):
+        n = len(list(run))
+        if state == PRESENT:
+            pages[BASE + i * PAGE] = b"".join(page(b"L%d-" % level, j) for j in range(i, i + n))
+        elif state == IN_PARENT:
+            parent_runs.append((BASE + i * PAGE, n))
+        i += n
+    return SynthTask(8, vmas=[SynthVma.anon(BASE, CHAIN_PAGES * PAGE)], pages=pages, parent_runs=parent_runs)
+
+
+def _model(levels: list[list[str]], i: int) -> bytes:
+    """Page ``i`` as CRIU restores it: the newest level that has it, through PE_PARENT; zeros if none does."""
+    for level in reversed(range(len(levels))):
+        if levels[level][i] != IN_PARENT:
+            return page(b"L%d-" % level, i) if levels[level][i] == PRESENT else bytes(PAGE)
+    return bytes(PAGE)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(levels=st.lists(st.lists(st.sampled_from([PRESENT, IN_PARENT, ABSENT]), min_size=CHAIN_PAGES,
+                                max_size=CHAIN_PAGES), min_size=1, max_size=3),
+       entry_pages=st.sampled_from([None, 1, 3]))
+def test_chains_resolve_as_the_page_model(tmp_path_factory: pytest.TempPathFactory, levels: list[list[str]],
+                                          entry_pages: int | None) -> None:
+    """Random chains (PE_PARENT anywhere, parents split into entries of any size): the indexed read and the
+    streamed extract give every page of the newest level that has it."""
+    root, parent = tmp_path_factory.mktemp("chain"), None
+    for level, states in enumerate(levels):
+        parent = build_dump(root / f"d{level}", [_level_task(level, states)], parent=parent, entry_pages=entry_pages)
+    expected = b"".join(_model(levels, i) for i in range(CHAIN_PAGES))
+    with imgtool.open(parent) as dump:
+        streamed = io.BytesIO()
+        extract(address_space(dump.task(8)), BASE, BASE + CHAIN_PAGES * PAGE, streamed, chunk=3 * PAGE + 5)
+        assert streamed.getvalue() == expected
+        assert address_space(dump.task(8)).read(BASE, CHAIN_PAGES * PAGE, zero_fill=True) == expected
 
 
 def test_fragmented_and_dense_pagemaps_read_the_same(tmp_path: Path) -> None:
