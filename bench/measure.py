@@ -64,7 +64,7 @@ class Step:
     python: str = sys.executable
 
 
-def race(*steps: Step, quick: float = 1.0, repeat: int = 5) -> list[Result]:
+def race(*steps: Step, quick: float = 1.0, repeat: int = 9) -> list[Result]:
     """Each step's fastest run.  The runs take turns (a, b, a, b, ...), so that a slow spell of the shared
     machine hits every step alike; a step whose runs take under ``quick`` seconds runs ``repeat`` times."""
     runs: list[list[Result]] = [[] for _ in steps]
@@ -78,7 +78,7 @@ def race(*steps: Step, quick: float = 1.0, repeat: int = 5) -> list[Result]:
 
 
 def best(code: str, argv: list[str] | None = None, python: str = sys.executable, quick: float = 1.0,
-         repeat: int = 5) -> Result:
+         repeat: int = 9) -> Result:
     """The fastest of ``repeat`` runs when a run takes under ``quick`` seconds (noise), else of one run."""
     return race(Step(code, argv or ["bench"], python), quick=quick, repeat=repeat)[0]
 
