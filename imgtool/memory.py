@@ -378,11 +378,12 @@ class ExtentIndex:
         starts, files, pos = self.starts, self.files, lo
         i = max(bisect_right(starts, lo) - 1, 0)
         j = bisect_left(starts, hi, i)
-        for start, end, file_id, offset in zip(starts[i:j], self.ends[i:j], self.file_ids[i:j], self.offsets[i:j],
-                                               strict=True):
+        for start, end, file_id, offset in zip(starts[i:j].tolist(), self.ends[i:j].tolist(),
+                                               self.file_ids[i:j].tolist(), self.offsets[i:j].tolist(), strict=True):
             if start < lo:
                 offset, start = offset + lo - start, lo
-            end = min(end, hi)
+            if end > hi:
+                end = hi
             if end <= start:
                 continue
             if start > pos and not zeroed:
