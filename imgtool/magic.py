@@ -52,15 +52,12 @@ _RAW_PATTERNS = [
     ("tmpfs", r"tmpfs(-dev)?-\d+\.tar\.gz\.img"),
     ("netns-ct", r"netns-(ct|exp)-\d+\.img"),
 ]
-_RAW_RE = [(kind, re.compile(rx)) for kind, rx in _RAW_PATTERNS]
 
 
 def raw_kind(filename: str) -> str | None:
-    """The raw image kind a file name denotes (``pages``, ``route``...), or None."""
-    for kind, rx in _RAW_RE:
-        if rx.fullmatch(filename):
-            return kind
-    return None
+    """The raw image kind a file name denotes (``pages``, ``route``...), or None (patterns compiled on first use,
+    by re's cache: reading a dump does not need them)."""
+    return next((kind for kind, rx in _RAW_PATTERNS if re.fullmatch(rx, filename)), None)
 
 
 def prefix_for(kind: str) -> int | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import mmap
 import re
 from collections.abc import Iterator
+from functools import cache
 from operator import itemgetter
 
 from google.protobuf.message import DecodeError as PbDecodeError
@@ -39,10 +40,15 @@ _SLOW_FRAMES = 64     # frames read one by one after a regular run failed, befor
 # no backtracking state (a third faster than plain ones, same matches).
 _V = rb"[\x80-\xff]*+[\x00-\x7f]"
 _PAYLOAD = rb"\x08" + _V + rb"\x10" + _V + rb"(?:\x18[\x00\x01])?+(?:\x20" + _V + rb")?+(?:\x28" + _V + rb")?+"
-_FRAME = {
-    "<": re.compile(rb"[\x04-\x7f]\x00\x00\x00" + _PAYLOAD),
-    ">": re.compile(rb"\x00\x00\x00[\x04-\x7f]" + _PAYLOAD),
-}
+_SIZE_PREFIX = {"<": rb"[\x04-\x7f]\x00\x00\x00", ">": rb"\x00\x00\x00[\x04-\x7f]"}   # one-byte u32 sizes
+
+
+@cache
+def _frame(order: str) -> re.Pattern[bytes]:
+    """A regular frame in byte order ``order`` (compiled on first use: big-endian dumps are rare)."""
+    return re.compile(_SIZE_PREFIX[order] + _PAYLOAD)
+
+
 _SIZE_BYTE = {"<": itemgetter(0), ">": itemgetter(3)}
 _PAYLOAD_OF = itemgetter(slice(4, None))
 
@@ -96,7 +102,7 @@ def _regular_run(view: memoryview, pos: int, stop: int, order: str) -> tuple[lis
     earliest match after each one starts right where it ends).  Each frame's
     size byte must then equal its payload length.
     """
-    frames = _FRAME[order].findall(view, pos, stop)
+    frames = _frame(order).findall(view, pos, stop)
     if stop < len(view) and frames:
         frames.pop()  # may be a frame cut short by ``stop``; the next chunk reads it
     whole = b"".join(frames)
@@ -165,7 +171,7 @@ def read(view: memoryview, pos: int, order: str, path: str, index: int) -> Itera
         # Irregular: one message at a time, at least _SLOW_FRAMES of them, then until a frame
         # looks regular again (a cheap anchored match), so a long irregular stretch stays linear.
         count = 0
-        while pos < end and (count < max(_SLOW_FRAMES, len(payloads)) or not _FRAME[order].match(view, pos)):
+        while pos < end and (count < max(_SLOW_FRAMES, len(payloads)) or not _frame(order).match(view, pos)):
             size = framing.read_size(view, pos, order, path=path, index=index)
             try:
                 yield _ENTRY.FromString(view[pos + 4:pos + 4 + size])
