@@ -20,13 +20,13 @@ import quopri
 import struct
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from .errors import EncodeError
-from .pb import opts_pb2
+from .pb._schema import FIELD_OPTIONS
 
 FD = FieldDescriptor
 _INT_TYPES = frozenset({
@@ -111,8 +111,24 @@ def _hex(value: int) -> str:
     return "0x%x" % value  # noqa: UP031 -- crit's spelling, also for negative numbers ("0x-5")
 
 
-def _opts(field: FieldDescriptor) -> opts_pb2.CRIU_Opts:
-    return field.GetOptions().Extensions[opts_pb2.criu]
+class FieldOptions(NamedTuple):
+    """The (criu) options of a field (schemas/opts.proto), which steer the pretty form."""
+
+    hex: bool = False     # "0x..." (nested messages inherit it)
+    ipadd: bool = False   # repeated u32 in network order holding an IPv4/IPv6 address
+    flags: str = ""       # flag table: "A | B | 0x..."
+    dev: bool = False     # dev_t, packed as the kernel does (major << 20 | minor)...
+    odev: bool = False    # ...or as old glibc did (with dev)
+    dict: str = ""        # value -> label table
+    conv: str = ""        # custom bytes conversion ("unix_name")
+
+
+_NO_OPTIONS = FieldOptions()
+
+
+def field_options(field: FieldDescriptor) -> FieldOptions:
+    found = FIELD_OPTIONS.get(field.full_name)
+    return _NO_OPTIONS if found is None else FieldOptions(**found)
 
 
 # ---------------------------------------------------------------- to dict
@@ -122,7 +138,7 @@ Conv = Callable[[Any], Any]
 
 def _pretty_int(field: FieldDescriptor, hexed: bool) -> Conv | None:
     """The pretty conversion of an integer field, or None to keep the int."""
-    opts = _opts(field)
+    opts = field_options(field)
     if hexed:
         return _hex
     if opts.dev:
@@ -141,7 +157,7 @@ def _pretty_int(field: FieldDescriptor, hexed: bool) -> Conv | None:
 
 
 def _bytes_conv(field: FieldDescriptor) -> Conv:
-    if _opts(field).conv == "unix_name":
+    if field_options(field).conv == "unix_name":
         return unix_name
     return b64
 
@@ -160,7 +176,7 @@ def unix_name(value: bytes) -> str:
 
 def _value_conv(field: FieldDescriptor, pretty: bool, hexed: bool) -> Conv | None:
     """Conversion of one value of ``field``; None means "use as is"."""
-    hexed = hexed or _opts(field).hex
+    hexed = hexed or field_options(field).hex
     t = field.type
     if t == FD.TYPE_MESSAGE:
         return compile_to_dict(field.message_type, pretty, hexed)
@@ -202,7 +218,7 @@ def _ip_text(words: list[int]) -> list[Any]:
 
 def _field_conv(field: FieldDescriptor, pretty: bool, hexed: bool) -> Conv | None:
     repeated = field.is_repeated
-    if repeated and pretty and _opts(field).ipadd:
+    if repeated and pretty and field_options(field).ipadd:
         return _ip_text
     one = _value_conv(field, pretty, hexed)
     if not repeated:
@@ -260,7 +276,7 @@ def _int_from(field: FieldDescriptor, value: Any) -> int:
         raise EncodeError(f"field {field.name}: expected an integer, got {value!r}")
     if isinstance(value, int):
         return value
-    opts = _opts(field)
+    opts = field_options(field)
     try:
         if opts.dev:
             major, minor = (int(x) for x in value.split(":"))
@@ -282,7 +298,7 @@ def _scalar_from(field: FieldDescriptor, value: Any) -> Any:
     if t == FD.TYPE_BYTES:
         if not isinstance(value, str):
             raise EncodeError(f"field {field.name}: expected a string, got {value!r}")
-        if _opts(field).conv == "unix_name":
+        if field_options(field).conv == "unix_name":
             return quopri.decodestring(value.encode())
         return unb64(value)
     if t == FD.TYPE_ENUM:
@@ -340,7 +356,7 @@ def _set_field(msg: Message, field: FieldDescriptor, value: Any) -> None:
         if not isinstance(value, list):
             raise EncodeError(f"field {field.name}: expected a list")
         target = getattr(msg, field.name)
-        if value and isinstance(value[0], str) and _opts(field).ipadd:
+        if value and isinstance(value[0], str) and field_options(field).ipadd:
             target.extend(_ip_words(value[0]))
         elif field.type == FD.TYPE_MESSAGE:
             for item in value:

@@ -174,13 +174,17 @@ class PagesFile:
         """The resolved directory holding the file (computed once)."""
         return self.path.parent.resolve()
 
-    def read_into(self, buf: memoryview, offset: int) -> None:
-        """Fill ``buf`` from ``offset`` with pread: one kernel copy, no page faults, nothing mapped."""
+    def fd(self) -> int:
+        """A descriptor of the file for pread (opened on first use)."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        done = 0
+        return self._fd
+
+    def read_into(self, buf: memoryview, offset: int) -> None:
+        """Fill ``buf`` from ``offset`` with pread: one kernel copy, no page faults, nothing mapped."""
+        fd, done = self.fd(), 0
         while done < len(buf):
-            n = os.preadv(self._fd, [buf[done:]], offset + done)
+            n = os.preadv(fd, [buf[done:]], offset + done)
             if n <= 0:    # the file shrank under us: the mapping says what there is to say
                 buf[done:] = self.view[offset + done:offset + len(buf)]
                 return
@@ -249,6 +253,14 @@ class ExtentSpan(Sequence[Extent]):
         index = self._index
         start = index.starts[at]
         return Extent(start, index.ends[at] - start, index.files[index.file_ids[at]], index.offsets[at])
+
+    def cut(self, lo: int, hi: int) -> int:
+        """Where a read of ``[lo, hi)`` had best end: ``hi``, or the start of the extent that straddles it
+        when that lies above ``lo`` (the next read then takes that extent whole)."""
+        i = bisect_left(self.starts, hi) - 1
+        if i >= 0 and self.ends[i] > hi and self.starts[i] > lo:
+            return self.starts[i]
+        return hi
 
     def copy(self, lo: int, hi: int) -> bytearray:
         """The bytes of addresses ``[lo, hi)`` (gaps, which a run has none of, read as zeros)."""
@@ -362,6 +374,14 @@ class ExtentIndex:
         found = next(self.slices(address, address + 1), None)
         return (found[2], found[3]) if found is not None else None
 
+    def cut(self, lo: int, hi: int) -> int:
+        """Where a read of ``[lo, hi)`` had best end: ``hi``, or the start of the extent that straddles it
+        when that lies above ``lo`` (the next read then takes that extent whole)."""
+        i = bisect_left(self.starts, hi) - 1
+        if i >= 0 and self.ends[i] > hi and self.starts[i] > lo:
+            return self.starts[i]
+        return hi
+
     def copy(self, lo: int, hi: int) -> bytearray:
         """The bytes of ``[lo, hi)``; gaps are zeros."""
         out = bytearray(hi - lo)
@@ -376,6 +396,7 @@ class ExtentIndex:
         """
         hi = lo + len(dest)
         starts, files, pos = self.starts, self.files, lo
+        fds, preadv = [pages.fd() for pages in files], os.preadv
         i = max(bisect_right(starts, lo) - 1, 0)
         j = bisect_left(starts, hi, i)
         for start, end, file_id, offset in zip(starts[i:j].tolist(), self.ends[i:j].tolist(),
@@ -388,7 +409,9 @@ class ExtentIndex:
                 continue
             if start > pos and not zeroed:
                 dest[pos - lo:start - lo] = bytes(start - pos)
-            files[file_id].read_into(dest[start - lo:end - lo], offset)
+            part = dest[start - lo:end - lo]
+            if preadv(fds[file_id], (part,), offset) != end - start:    # cut short: read_into finishes it
+                files[file_id].read_into(part, offset)
             pos = end
         if pos < hi and not zeroed:
             dest[pos - lo:] = bytes(hi - pos)
@@ -816,7 +839,7 @@ class AddressSpace:
     """The memory of one task: its VMAs and the dumped bytes behind them.
 
     Reads at any address (``read``, ``raw``, ``locate``, ``runs``) use an index of every extent, built on first
-    use.  Walks in address order (``raw_into`` as ``extract`` calls it, ``around`` for search and diff,
+    use.  Walks in address order (``around``, as extract, search and diff use it,
     ``segments``, ``dumped_bytes``) stream the pagemaps instead, holding only the extents around where they
     are, so they take no more memory for a 100 GiB task than for a small one.
     """
@@ -937,10 +960,6 @@ class AddressSpace:
         index = self._extents     # reads at any address: index everything once (check then uses it too)
         self.check(address, size, zero_fill)
         return bytes(index.copy(address, address + size))
-
-    def raw_into(self, dest: memoryview, address: int) -> None:
-        """``raw(address, len(dest))`` written into ``dest``; in address order, this streams (see ``around``)."""
-        self.around(address, address + len(dest)).copy_into(dest, address)
 
     def raw(self, address: int, size: int) -> bytearray:
         """Dumped bytes of ``[address, address + size)`` with gaps as zeros, without VMA checks."""

@@ -314,17 +314,24 @@ def extract(space: AddressSpace, start: int, end: int, out: IO[bytes], zero_fill
             chunk: int = EXTRACT_CHUNK) -> int:
     """Write ``[start, end)`` as the process saw it to ``out`` in chunks; return the byte count.
 
-    The whole range is checked first, so nothing is written when it cannot be read.  The bytes are read
-    with pread into one buffer (``raw_into``): nothing is mapped, so there is nothing to release.
+    The whole range is checked first, so nothing is written when it cannot be read.  The walk holds the
+    extents of WINDOW addresses at a time; each chunk is read with pread into one buffer (nothing is mapped,
+    so there is nothing to release) and ends where an extent begins, so no extent shorter than a chunk
+    takes two reads.
     """
     if end < start:
         raise SearchError(f"range end {end:#x} is below its start {start:#x}")
     space.check(start, end - start, zero_fill)
+    pos = start
     with memoryview(bytearray(min(chunk, end - start))) as buf:    # one buffer: no allocating and zeroing
-        for pos in range(start, end, chunk):
-            size = min(chunk, end - pos)
-            space.raw_into(buf[:size], pos)
-            out.write(buf[:size])
+        while pos < end:
+            step_end = min(end, pos + WINDOW)
+            extents = space.around(pos, step_end)
+            while pos < step_end:
+                stop = extents.cut(pos, min(step_end, pos + chunk))
+                extents.copy_into(buf[:stop - pos], pos)
+                out.write(buf[:stop - pos])
+                pos = stop
     return end - start
 
 

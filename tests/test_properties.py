@@ -27,7 +27,7 @@ from imgtool import convert, framing, jsonout, pagemap
 from imgtool.errors import ImgtoolError
 from imgtool.extras import GhostContent, MsgQueue, SemArray, ShmSegment, Sized
 from imgtool.image import Image, encode_dict, image_bytes
-from imgtool.pb import message_class, opts_pb2
+from imgtool.pb import message_class
 from imgtool.registry import KINDS, EntrySpec, ImageKind
 
 FD = FieldDescriptor
@@ -58,17 +58,13 @@ def _mixed_line_breaks(data: bytes) -> bool:
     return b"\r\n" in data and re.search(rb"(?<!\r)\n", data) is not None
 
 
-def _opts(field: FieldDescriptor) -> opts_pb2.CRIU_Opts:
-    return field.GetOptions().Extensions[opts_pb2.criu]
-
-
 @cache
 def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
     """Values of one (non-message) field, within its type's range."""
     t = field.type
     if t in _INT_RANGE:
         ints = st.integers(*_INT_RANGE[t])
-        labels = convert.LABELS.get(_opts(field).dict, {}).get(field.name)
+        labels = convert.LABELS.get(convert.field_options(field).dict, {}).get(field.name)
         if labels:  # favour the labelled values (task_state, socket family, state...)
             return st.one_of(st.sampled_from(sorted(labels)), ints)
         return ints
@@ -76,7 +72,7 @@ def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
         return st.booleans()
     if t == FD.TYPE_STRING:
         return st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
-    if t == FD.TYPE_BYTES and _opts(field).conv == "unix_name":
+    if t == FD.TYPE_BYTES and convert.field_options(field).conv == "unix_name":
         names = st.one_of(st.binary(max_size=24), _QP_BITS.map(b"".join))
         return names.filter(lambda b: not _mixed_line_breaks(b))  # known bug, tested on its own below
     if t == FD.TYPE_BYTES:
@@ -87,7 +83,7 @@ def _scalar(field: FieldDescriptor) -> st.SearchStrategy[Any]:
 
 
 def _repeat_count(field: FieldDescriptor) -> st.SearchStrategy[int]:
-    if _opts(field).ipadd:  # 1 word: IPv4, 4 words: IPv6, others: plain numbers
+    if convert.field_options(field).ipadd:  # 1 word: IPv4, 4 words: IPv6, others: plain numbers
         return st.sampled_from([1, 4, 0, 2])
     return st.integers(0, 3)
 

@@ -1,179 +1,51 @@
-"""Protobuf classes generated from schemas/ by scripts/gen_pb.py. Do not edit.
+"""The protobuf classes of CRIU's messages, generated from schemas/ by scripts/gen_pb.py.
 
-A module is imported the first time one of its classes is asked for: a program that reads three kinds of image
-does not pay for building the descriptors of seventy.
+A module's classes are built the first time one of them is asked for: a program that reads three kinds of
+image does not pay for the descriptors of seventy.  With protobuf's C backend (upb, the default) they are
+built straight from the serialized descriptors in _schema.py, as the *_pb2 modules build them but without
+importing protobuf's Python descriptor machinery (descriptor_pool and what it pulls in), which would take
+longer than reading a GiB of memory from the page cache.  They are the very classes the *_pb2 modules give
+(upb keeps one class per descriptor).  Other backends import the *_pb2 modules.
 """
 
 from importlib import import_module
 
+from google.protobuf.internal import api_implementation
 from google.protobuf.message import Message
 
-MODULE_OF = {
-    'CRIU_Opts': 'opts_pb2',
-    'aa_namespace': 'apparmor_pb2',
-    'aa_policy': 'apparmor_pb2',
-    'aio_ring_entry': 'mm_pb2',
-    'apparmor_entry': 'apparmor_pb2',
-    'autofs_entry': 'autofs_pb2',
-    'binfmt_misc_entry': 'binfmt_misc_pb2',
-    'bpfmap_data_entry': 'bpfmap_data_pb2',
-    'bpfmap_file_entry': 'bpfmap_file_pb2',
-    'cg_controller_entry': 'cgroup_pb2',
-    'cg_member_entry': 'cgroup_pb2',
-    'cg_set_entry': 'cgroup_pb2',
-    'cgroup_dir_entry': 'cgroup_pb2',
-    'cgroup_entry': 'cgroup_pb2',
-    'cgroup_perms': 'cgroup_pb2',
-    'cgroup_prop_entry': 'cgroup_pb2',
-    'core_entry': 'core_pb2',
-    'cpuinfo_entry': 'cpuinfo_pb2',
-    'cpuinfo_ppc64_entry': 'cpuinfo_pb2',
-    'cpuinfo_s390_entry': 'cpuinfo_pb2',
-    'cpuinfo_x86_entry': 'cpuinfo_pb2',
-    'creds_entry': 'creds_pb2',
-    'dump_stats_entry': 'stats_pb2',
-    'eventfd_file_entry': 'eventfd_pb2',
-    'eventpoll_file_entry': 'eventpoll_pb2',
-    'eventpoll_tfd_entry': 'eventpoll_pb2',
-    'ext_file_entry': 'ext_file_pb2',
-    'fanotify_file_entry': 'fsnotify_pb2',
-    'fanotify_inode_mark_entry': 'fsnotify_pb2',
-    'fanotify_mark_entry': 'fsnotify_pb2',
-    'fanotify_mount_mark_entry': 'fsnotify_pb2',
-    'fdinfo_entry': 'fdinfo_pb2',
-    'fh_entry': 'fh_pb2',
-    'fifo_entry': 'fifo_pb2',
-    'file_entry': 'fdinfo_pb2',
-    'file_lock_entry': 'file_lock_pb2',
-    'file_perms_entry': 'sk_unix_pb2',
-    'fown_entry': 'fown_pb2',
-    'fs_entry': 'fs_pb2',
-    'ghost_chunk_entry': 'ghost_file_pb2',
-    'ghost_file_entry': 'ghost_file_pb2',
-    'inet_sk_entry': 'sk_inet_pb2',
-    'inotify_file_entry': 'fsnotify_pb2',
-    'inotify_wd_entry': 'fsnotify_pb2',
-    'inventory_entry': 'inventory_pb2',
-    'ip_opts_entry': 'sk_inet_pb2',
-    'ip_opts_raw_entry': 'sk_inet_pb2',
-    'ipc_desc_entry': 'ipc_desc_pb2',
-    'ipc_msg': 'ipc_msg_pb2',
-    'ipc_msg_entry': 'ipc_msg_pb2',
-    'ipc_sem_entry': 'ipc_sem_pb2',
-    'ipc_shm_entry': 'ipc_shm_pb2',
-    'ipc_var_entry': 'ipc_var_pb2',
-    'irmap_cache_entry': 'fh_pb2',
-    'itimer_entry': 'timer_pb2',
-    'macvlan_link_entry': 'macvlan_pb2',
-    'memfd_file_entry': 'memfd_pb2',
-    'memfd_inode_entry': 'memfd_pb2',
-    'mm_entry': 'mm_pb2',
-    'mnt_entry': 'mnt_pb2',
-    'net_device_entry': 'netdev_pb2',
-    'netlink_sk_entry': 'sk_netlink_pb2',
-    'netns_entry': 'netdev_pb2',
-    'netns_id': 'netdev_pb2',
-    'ns_file_entry': 'ns_pb2',
-    'pac_address_keys': 'core_aarch64_pb2',
-    'pac_generic_keys': 'core_aarch64_pb2',
-    'pac_keys': 'core_aarch64_pb2',
-    'packet_mclist': 'packet_sock_pb2',
-    'packet_ring': 'packet_sock_pb2',
-    'packet_sock_entry': 'packet_sock_pb2',
-    'pagemap_columns': 'imgtool_columns_pb2',
-    'pagemap_entry': 'pagemap_pb2',
-    'pagemap_head': 'pagemap_pb2',
-    'pidfd_entry': 'pidfd_pb2',
-    'pidns_entry': 'pidns_pb2',
-    'pipe_data_entry': 'pipe_data_pb2',
-    'pipe_entry': 'pipe_pb2',
-    'plugins_entry': 'inventory_pb2',
-    'posix_timer_entry': 'timer_pb2',
-    'pstree_entry': 'pstree_pb2',
-    'reg_file_entry': 'regfile_pb2',
-    'remap_file_path_entry': 'remap_file_path_pb2',
-    'restore_stats_entry': 'stats_pb2',
-    'rlimit_entry': 'rlimit_pb2',
-    'rseq_entry': 'rseq_pb2',
-    'sa_entry': 'sa_pb2',
-    'scm_entry': 'sk_packet_pb2',
-    'seccomp_entry': 'seccomp_pb2',
-    'seccomp_filter': 'seccomp_pb2',
-    'siginfo_entry': 'siginfo_pb2',
-    'signal_queue_entry': 'siginfo_pb2',
-    'signalfd_entry': 'signalfd_pb2',
-    'sit_entry': 'sit_pb2',
-    'sk_opts_entry': 'sk_opts_pb2',
-    'sk_packet_entry': 'sk_packet_pb2',
-    'stats_entry': 'stats_pb2',
-    'sysctl_entry': 'sysctl_pb2',
-    'task_core_entry': 'core_pb2',
-    'task_kobj_ids_entry': 'core_pb2',
-    'task_rlimits_entry': 'core_pb2',
-    'task_timers_entry': 'timer_pb2',
-    'tcp_opts_entry': 'tcp_stream_pb2',
-    'tcp_stream_entry': 'tcp_stream_pb2',
-    'termios_entry': 'tty_pb2',
-    'thread_core_entry': 'core_pb2',
-    'thread_info_aarch64': 'core_aarch64_pb2',
-    'thread_info_arm': 'core_arm_pb2',
-    'thread_info_loongarch64': 'core_loongarch64_pb2',
-    'thread_info_mips': 'core_mips_pb2',
-    'thread_info_ppc64': 'core_ppc64_pb2',
-    'thread_info_riscv64': 'core_riscv64_pb2',
-    'thread_info_s390': 'core_s390_pb2',
-    'thread_info_x86': 'core_x86_pb2',
-    'thread_sas_entry': 'core_pb2',
-    'timens_entry': 'timens_pb2',
-    'timerfd_entry': 'timerfd_pb2',
-    'timespec': 'timens_pb2',
-    'timeval': 'time_pb2',
-    'tty_data_entry': 'tty_pb2',
-    'tty_file_entry': 'tty_pb2',
-    'tty_info_entry': 'tty_pb2',
-    'tty_pty_entry': 'tty_pb2',
-    'tun_link_entry': 'tun_pb2',
-    'tunfile_entry': 'tun_pb2',
-    'uid_gid_extent': 'userns_pb2',
-    'unix_sk_entry': 'sk_unix_pb2',
-    'user_aarch64_fpsimd_context_entry': 'core_aarch64_pb2',
-    'user_aarch64_regs_entry': 'core_aarch64_pb2',
-    'user_arm_regs_entry': 'core_arm_pb2',
-    'user_arm_vfpstate_entry': 'core_arm_pb2',
-    'user_desc_t': 'core_x86_pb2',
-    'user_loongarch64_fpregs_entry': 'core_loongarch64_pb2',
-    'user_loongarch64_gpregs_entry': 'core_loongarch64_pb2',
-    'user_mips_fpregs_entry': 'core_mips_pb2',
-    'user_mips_regs_entry': 'core_mips_pb2',
-    'user_ppc64_fpstate_entry': 'core_ppc64_pb2',
-    'user_ppc64_regs_entry': 'core_ppc64_pb2',
-    'user_ppc64_tm_regs_entry': 'core_ppc64_pb2',
-    'user_ppc64_vrstate_entry': 'core_ppc64_pb2',
-    'user_ppc64_vsxstate_entry': 'core_ppc64_pb2',
-    'user_riscv64_d_ext_entry': 'core_riscv64_pb2',
-    'user_riscv64_regs_entry': 'core_riscv64_pb2',
-    'user_s390_fpregs_entry': 'core_s390_pb2',
-    'user_s390_gs_cb_entry': 'core_s390_pb2',
-    'user_s390_regs_entry': 'core_s390_pb2',
-    'user_s390_ri_entry': 'core_s390_pb2',
-    'user_s390_vxrs_high_entry': 'core_s390_pb2',
-    'user_s390_vxrs_low_entry': 'core_s390_pb2',
-    'user_x86_cet_entry': 'core_x86_pb2',
-    'user_x86_fpregs_entry': 'core_x86_pb2',
-    'user_x86_regs_entry': 'core_x86_pb2',
-    'user_x86_xsave_entry': 'core_x86_pb2',
-    'userns_entry': 'userns_pb2',
-    'utsns_entry': 'utsns_pb2',
-    'vma_entry': 'vma_pb2',
-    'winsize_entry': 'tty_pb2',
-}
+from ._schema import FILES, MODULE_OF
+
+if api_implementation.Type() == "upb":
+    from google.protobuf.pyext.cpp_message import GeneratedProtocolMessageType as _MessageType   # as builder.py
+    _POOL = api_implementation._c_module.default_pool    # descriptor_pool.Default(), as cpp_message.py finds it
+else:
+    _POOL = None
 
 _classes: dict[str, type[Message]] = {}
+_loaded: set[str] = set()
 
 
 def message_class(name: str) -> type[Message]:
     """The generated class of a CRIU message, by its schema name (e.g. "pstree_entry")."""
     found = _classes.get(name)
     if found is None:
-        found = _classes[name] = getattr(import_module(f"{__name__}.{MODULE_OF[name]}"), name)
+        _load(MODULE_OF[name])
+        found = _classes[name]
     return found
+
+
+def _load(module: str) -> None:
+    """Build the classes of ``module`` (after those of the modules it imports) into _classes."""
+    if _POOL is None:
+        generated = import_module(f"{__name__}.{module}")
+        _classes.update((name, getattr(generated, name)) for name in generated.DESCRIPTOR.message_types_by_name)
+        return
+    data, imports = FILES[module]
+    for other in imports:
+        if other not in _loaded:
+            _load(other)
+    file = _POOL.AddSerializedFile(data)
+    for name, descriptor in file.message_types_by_name.items():
+        _classes[name] = _MessageType(name, (Message,), {"DESCRIPTOR": descriptor, "__module__": module,
+                                                         "__qualname__": name})
+    _loaded.add(module)

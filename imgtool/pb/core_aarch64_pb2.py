@@ -22,30 +22,25 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from . import opts_pb2 as opts__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x63ore-aarch64.proto\x12\x0eimgtool.images\x1a\nopts.proto\"O\n\x17user_aarch64_regs_entry\x12\x0c\n\x04regs\x18\x01 \x03(\x04\x12\n\n\x02sp\x18\x02 \x02(\x04\x12\n\n\x02pc\x18\x03 \x02(\x04\x12\x0e\n\x06pstate\x18\x04 \x02(\x04\"N\n!user_aarch64_fpsimd_context_entry\x12\r\n\x05vregs\x18\x01 \x03(\x04\x12\x0c\n\x04\x66psr\x18\x02 \x02(\r\x12\x0c\n\x04\x66pcr\x18\x03 \x02(\r\"\xcb\x01\n\x10pac_address_keys\x12\x12\n\napiakey_lo\x18\x01 \x02(\x04\x12\x12\n\napiakey_hi\x18\x02 \x02(\x04\x12\x12\n\napibkey_lo\x18\x03 \x02(\x04\x12\x12\n\napibkey_hi\x18\x04 \x02(\x04\x12\x12\n\napdakey_lo\x18\x05 \x02(\x04\x12\x12\n\napdakey_hi\x18\x06 \x02(\x04\x12\x12\n\napdbkey_lo\x18\x07 \x02(\x04\x12\x12\n\napdbkey_hi\x18\x08 \x02(\x04\x12\x17\n\x0fpac_enabled_key\x18\t \x02(\x04\":\n\x10pac_generic_keys\x12\x12\n\napgakey_lo\x18\x01 \x02(\x04\x12\x12\n\napgakey_hi\x18\x02 \x02(\x04\"\x82\x01\n\x08pac_keys\x12:\n\x10pac_address_keys\x18\x06 \x01(\x0b\x32 .imgtool.images.pac_address_keys\x12:\n\x10pac_generic_keys\x18\x07 \x01(\x0b\x32 .imgtool.images.pac_generic_keys\"\xf0\x01\n\x13thread_info_aarch64\x12\x1d\n\x0e\x63lear_tid_addr\x18\x01 \x02(\x04\x42\x05\xd2?\x02\x08\x01\x12\x0b\n\x03tls\x18\x02 \x02(\x04\x12>\n\x06gpregs\x18\x03 \x02(\x0b\x32\'.imgtool.images.user_aarch64_regs_entryB\x05\xd2?\x02\x08\x01\x12\x41\n\x06\x66psimd\x18\x04 \x02(\x0b\x32\x31.imgtool.images.user_aarch64_fpsimd_context_entry\x12*\n\x08pac_keys\x18\x05 \x01(\x0b\x32\x18.imgtool.images.pac_keys')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12\x63ore-aarch64.proto\x12\x0eimgtool.images\"O\n\x17user_aarch64_regs_entry\x12\x0c\n\x04regs\x18\x01 \x03(\x04\x12\n\n\x02sp\x18\x02 \x02(\x04\x12\n\n\x02pc\x18\x03 \x02(\x04\x12\x0e\n\x06pstate\x18\x04 \x02(\x04\"N\n!user_aarch64_fpsimd_context_entry\x12\r\n\x05vregs\x18\x01 \x03(\x04\x12\x0c\n\x04\x66psr\x18\x02 \x02(\r\x12\x0c\n\x04\x66pcr\x18\x03 \x02(\r\"\xcb\x01\n\x10pac_address_keys\x12\x12\n\napiakey_lo\x18\x01 \x02(\x04\x12\x12\n\napiakey_hi\x18\x02 \x02(\x04\x12\x12\n\napibkey_lo\x18\x03 \x02(\x04\x12\x12\n\napibkey_hi\x18\x04 \x02(\x04\x12\x12\n\napdakey_lo\x18\x05 \x02(\x04\x12\x12\n\napdakey_hi\x18\x06 \x02(\x04\x12\x12\n\napdbkey_lo\x18\x07 \x02(\x04\x12\x12\n\napdbkey_hi\x18\x08 \x02(\x04\x12\x17\n\x0fpac_enabled_key\x18\t \x02(\x04\":\n\x10pac_generic_keys\x12\x12\n\napgakey_lo\x18\x01 \x02(\x04\x12\x12\n\napgakey_hi\x18\x02 \x02(\x04\"\x82\x01\n\x08pac_keys\x12:\n\x10pac_address_keys\x18\x06 \x01(\x0b\x32 .imgtool.images.pac_address_keys\x12:\n\x10pac_generic_keys\x18\x07 \x01(\x0b\x32 .imgtool.images.pac_generic_keys\"\xe2\x01\n\x13thread_info_aarch64\x12\x16\n\x0e\x63lear_tid_addr\x18\x01 \x02(\x04\x12\x0b\n\x03tls\x18\x02 \x02(\x04\x12\x37\n\x06gpregs\x18\x03 \x02(\x0b\x32\'.imgtool.images.user_aarch64_regs_entry\x12\x41\n\x06\x66psimd\x18\x04 \x02(\x0b\x32\x31.imgtool.images.user_aarch64_fpsimd_context_entry\x12*\n\x08pac_keys\x18\x05 \x01(\x0b\x32\x18.imgtool.images.pac_keys')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'core_aarch64_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_THREAD_INFO_AARCH64'].fields_by_name['clear_tid_addr']._loaded_options = None
-  _globals['_THREAD_INFO_AARCH64'].fields_by_name['clear_tid_addr']._serialized_options = b'\322?\002\010\001'
-  _globals['_THREAD_INFO_AARCH64'].fields_by_name['gpregs']._loaded_options = None
-  _globals['_THREAD_INFO_AARCH64'].fields_by_name['gpregs']._serialized_options = b'\322?\002\010\001'
-  _globals['_USER_AARCH64_REGS_ENTRY']._serialized_start=50
-  _globals['_USER_AARCH64_REGS_ENTRY']._serialized_end=129
-  _globals['_USER_AARCH64_FPSIMD_CONTEXT_ENTRY']._serialized_start=131
-  _globals['_USER_AARCH64_FPSIMD_CONTEXT_ENTRY']._serialized_end=209
-  _globals['_PAC_ADDRESS_KEYS']._serialized_start=212
-  _globals['_PAC_ADDRESS_KEYS']._serialized_end=415
-  _globals['_PAC_GENERIC_KEYS']._serialized_start=417
-  _globals['_PAC_GENERIC_KEYS']._serialized_end=475
-  _globals['_PAC_KEYS']._serialized_start=478
-  _globals['_PAC_KEYS']._serialized_end=608
-  _globals['_THREAD_INFO_AARCH64']._serialized_start=611
-  _globals['_THREAD_INFO_AARCH64']._serialized_end=851
+  _globals['_USER_AARCH64_REGS_ENTRY']._serialized_start=38
+  _globals['_USER_AARCH64_REGS_ENTRY']._serialized_end=117
+  _globals['_USER_AARCH64_FPSIMD_CONTEXT_ENTRY']._serialized_start=119
+  _globals['_USER_AARCH64_FPSIMD_CONTEXT_ENTRY']._serialized_end=197
+  _globals['_PAC_ADDRESS_KEYS']._serialized_start=200
+  _globals['_PAC_ADDRESS_KEYS']._serialized_end=403
+  _globals['_PAC_GENERIC_KEYS']._serialized_start=405
+  _globals['_PAC_GENERIC_KEYS']._serialized_end=463
+  _globals['_PAC_KEYS']._serialized_start=466
+  _globals['_PAC_KEYS']._serialized_end=596
+  _globals['_THREAD_INFO_AARCH64']._serialized_start=599
+  _globals['_THREAD_INFO_AARCH64']._serialized_end=825
 # @@protoc_insertion_point(module_scope)

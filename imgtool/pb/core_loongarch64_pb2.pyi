@@ -1,4 +1,3 @@
-from . import opts_pb2 as _opts_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message

@@ -12,7 +12,6 @@ from . import creds_pb2 as _creds_pb2
 from . import sa_pb2 as _sa_pb2
 from . import siginfo_pb2 as _siginfo_pb2
 from . import rseq_pb2 as _rseq_pb2
-from . import opts_pb2 as _opts_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor

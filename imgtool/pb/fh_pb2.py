@@ -22,22 +22,19 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from . import opts_pb2 as opts__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x08\x66h.proto\x12\x0eimgtool.images\x1a\nopts.proto\"U\n\x08\x66h_entry\x12\r\n\x05\x62ytes\x18\x01 \x02(\r\x12\x0c\n\x04type\x18\x02 \x02(\r\x12\x0e\n\x06handle\x18\x03 \x03(\x04\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x0e\n\x06mnt_id\x18\x05 \x01(\r\"F\n\x11irmap_cache_entry\x12\x14\n\x03\x64\x65v\x18\x01 \x02(\rB\x07\xd2?\x04 \x01(\x01\x12\r\n\x05inode\x18\x02 \x02(\x04\x12\x0c\n\x04path\x18\x03 \x02(\t*!\n\x0e\x66h_entry_sizes\x12\x0f\n\x0bmin_entries\x10\x10')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x08\x66h.proto\x12\x0eimgtool.images\"U\n\x08\x66h_entry\x12\r\n\x05\x62ytes\x18\x01 \x02(\r\x12\x0c\n\x04type\x18\x02 \x02(\r\x12\x0e\n\x06handle\x18\x03 \x03(\x04\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x0e\n\x06mnt_id\x18\x05 \x01(\r\"=\n\x11irmap_cache_entry\x12\x0b\n\x03\x64\x65v\x18\x01 \x02(\r\x12\r\n\x05inode\x18\x02 \x02(\x04\x12\x0c\n\x04path\x18\x03 \x02(\t*!\n\x0e\x66h_entry_sizes\x12\x0f\n\x0bmin_entries\x10\x10')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fh_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IRMAP_CACHE_ENTRY'].fields_by_name['dev']._loaded_options = None
-  _globals['_IRMAP_CACHE_ENTRY'].fields_by_name['dev']._serialized_options = b'\322?\004 \001(\001'
-  _globals['_FH_ENTRY_SIZES']._serialized_start=199
-  _globals['_FH_ENTRY_SIZES']._serialized_end=232
-  _globals['_FH_ENTRY']._serialized_start=40
-  _globals['_FH_ENTRY']._serialized_end=125
-  _globals['_IRMAP_CACHE_ENTRY']._serialized_start=127
-  _globals['_IRMAP_CACHE_ENTRY']._serialized_end=197
+  _globals['_FH_ENTRY_SIZES']._serialized_start=178
+  _globals['_FH_ENTRY_SIZES']._serialized_end=211
+  _globals['_FH_ENTRY']._serialized_start=28
+  _globals['_FH_ENTRY']._serialized_end=113
+  _globals['_IRMAP_CACHE_ENTRY']._serialized_start=115
+  _globals['_IRMAP_CACHE_ENTRY']._serialized_end=176
 # @@protoc_insertion_point(module_scope)

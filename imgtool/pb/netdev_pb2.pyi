@@ -1,5 +1,4 @@
 from . import macvlan_pb2 as _macvlan_pb2
-from . import opts_pb2 as _opts_pb2
 from . import tun_pb2 as _tun_pb2
 from . import sysctl_pb2 as _sysctl_pb2
 from . import sit_pb2 as _sit_pb2

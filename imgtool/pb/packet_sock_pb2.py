@@ -22,24 +22,21 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from . import opts_pb2 as opts__pb2
 from . import fown_pb2 as fown__pb2
 from . import sk_opts_pb2 as sk__opts__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11packet-sock.proto\x12\x0eimgtool.images\x1a\nopts.proto\x1a\nfown.proto\x1a\rsk-opts.proto\":\n\rpacket_mclist\x12\r\n\x05index\x18\x01 \x02(\r\x12\x0c\n\x04type\x18\x02 \x02(\r\x12\x0c\n\x04\x61\x64\x64r\x18\x03 \x02(\x0c\"\x94\x01\n\x0bpacket_ring\x12\x12\n\nblock_size\x18\x01 \x02(\r\x12\x10\n\x08\x62lock_nr\x18\x02 \x02(\r\x12\x12\n\nframe_size\x18\x03 \x02(\r\x12\x10\n\x08\x66rame_nr\x18\x04 \x02(\r\x12\x12\n\nretire_tmo\x18\x05 \x02(\r\x12\x13\n\x0bsizeof_priv\x18\x06 \x02(\r\x12\x10\n\x08\x66\x65\x61tures\x18\x07 \x02(\r\"\x81\x04\n\x11packet_sock_entry\x12\n\n\x02id\x18\x01 \x02(\r\x12\x0c\n\x04type\x18\x02 \x02(\r\x12\x10\n\x08protocol\x18\x03 \x02(\r\x12\x14\n\x05\x66lags\x18\x04 \x02(\rB\x05\xd2?\x02\x08\x01\x12\x0f\n\x07ifindex\x18\x05 \x02(\r\x12(\n\x04\x66own\x18\x06 \x02(\x0b\x32\x1a.imgtool.images.fown_entry\x12+\n\x04opts\x18\x07 \x02(\x0b\x32\x1d.imgtool.images.sk_opts_entry\x12\x0f\n\x07version\x18\x08 \x02(\r\x12\x0f\n\x07reserve\x18\t \x02(\r\x12\x10\n\x08\x61ux_data\x18\n \x02(\x08\x12\x10\n\x08orig_dev\x18\x0b \x02(\x08\x12\x10\n\x08vnet_hdr\x18\x0c \x02(\x08\x12\x0c\n\x04loss\x18\r \x02(\x08\x12\x11\n\ttimestamp\x18\x0e \x02(\r\x12\x13\n\x0b\x63opy_thresh\x18\x0f \x02(\r\x12-\n\x06mclist\x18\x10 \x03(\x0b\x32\x1d.imgtool.images.packet_mclist\x12\x1a\n\x06\x66\x61nout\x18\x11 \x01(\r:\n4294967295\x12,\n\x07rx_ring\x18\x12 \x01(\x0b\x32\x1b.imgtool.images.packet_ring\x12,\n\x07tx_ring\x18\x13 \x01(\x0b\x32\x1b.imgtool.images.packet_ring\x12\r\n\x05ns_id\x18\x14 \x01(\r')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11packet-sock.proto\x12\x0eimgtool.images\x1a\nfown.proto\x1a\rsk-opts.proto\":\n\rpacket_mclist\x12\r\n\x05index\x18\x01 \x02(\r\x12\x0c\n\x04type\x18\x02 \x02(\r\x12\x0c\n\x04\x61\x64\x64r\x18\x03 \x02(\x0c\"\x94\x01\n\x0bpacket_ring\x12\x12\n\nblock_size\x18\x01 \x02(\r\x12\x10\n\x08\x62lock_nr\x18\x02 \x02(\r\x12\x12\n\nframe_size\x18\x03 \x02(\r\x12\x10\n\x08\x66rame_nr\x18\x04 \x02(\r\x12\x12\n\nretire_tmo\x18\x05 \x02(\r\x12\x13\n\x0bsizeof_priv\x18\x06 \x02(\r\x12\x10\n\x08\x66\x65\x61tures\x18\x07 \x02(\r\"\xfa\x03\n\x11packet_sock_entry\x12\n\n\x02id\x18\x01 \x02(\r\x12\x0c\n\x04type\x18\x02 \x02(\r\x12\x10\n\x08protocol\x18\x03 \x02(\r\x12\r\n\x05\x66lags\x18\x04 \x02(\r\x12\x0f\n\x07ifindex\x18\x05 \x02(\r\x12(\n\x04\x66own\x18\x06 \x02(\x0b\x32\x1a.imgtool.images.fown_entry\x12+\n\x04opts\x18\x07 \x02(\x0b\x32\x1d.imgtool.images.sk_opts_entry\x12\x0f\n\x07version\x18\x08 \x02(\r\x12\x0f\n\x07reserve\x18\t \x02(\r\x12\x10\n\x08\x61ux_data\x18\n \x02(\x08\x12\x10\n\x08orig_dev\x18\x0b \x02(\x08\x12\x10\n\x08vnet_hdr\x18\x0c \x02(\x08\x12\x0c\n\x04loss\x18\r \x02(\x08\x12\x11\n\ttimestamp\x18\x0e \x02(\r\x12\x13\n\x0b\x63opy_thresh\x18\x0f \x02(\r\x12-\n\x06mclist\x18\x10 \x03(\x0b\x32\x1d.imgtool.images.packet_mclist\x12\x1a\n\x06\x66\x61nout\x18\x11 \x01(\r:\n4294967295\x12,\n\x07rx_ring\x18\x12 \x01(\x0b\x32\x1b.imgtool.images.packet_ring\x12,\n\x07tx_ring\x18\x13 \x01(\x0b\x32\x1b.imgtool.images.packet_ring\x12\r\n\x05ns_id\x18\x14 \x01(\r')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'packet_sock_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PACKET_SOCK_ENTRY'].fields_by_name['flags']._loaded_options = None
-  _globals['_PACKET_SOCK_ENTRY'].fields_by_name['flags']._serialized_options = b'\322?\002\010\001'
-  _globals['_PACKET_MCLIST']._serialized_start=76
-  _globals['_PACKET_MCLIST']._serialized_end=134
-  _globals['_PACKET_RING']._serialized_start=137
-  _globals['_PACKET_RING']._serialized_end=285
-  _globals['_PACKET_SOCK_ENTRY']._serialized_start=288
-  _globals['_PACKET_SOCK_ENTRY']._serialized_end=801
+  _globals['_PACKET_MCLIST']._serialized_start=64
+  _globals['_PACKET_MCLIST']._serialized_end=122
+  _globals['_PACKET_RING']._serialized_start=125
+  _globals['_PACKET_RING']._serialized_end=273
+  _globals['_PACKET_SOCK_ENTRY']._serialized_start=276
+  _globals['_PACKET_SOCK_ENTRY']._serialized_end=782
 # @@protoc_insertion_point(module_scope)

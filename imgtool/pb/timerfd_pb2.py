@@ -22,21 +22,16 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from . import opts_pb2 as opts__pb2
 from . import fown_pb2 as fown__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rtimerfd.proto\x12\x0eimgtool.images\x1a\nopts.proto\x1a\nfown.proto\"\xd3\x01\n\rtimerfd_entry\x12\n\n\x02id\x18\x01 \x02(\r\x12\x14\n\x05\x66lags\x18\x02 \x02(\rB\x05\xd2?\x02\x08\x01\x12(\n\x04\x66own\x18\x03 \x02(\x0b\x32\x1a.imgtool.images.fown_entry\x12\x0f\n\x07\x63lockid\x18\x04 \x02(\r\x12\r\n\x05ticks\x18\x05 \x02(\x04\x12\x1c\n\rsettime_flags\x18\x06 \x02(\rB\x05\xd2?\x02\x08\x01\x12\x0c\n\x04vsec\x18\x07 \x02(\x04\x12\r\n\x05vnsec\x18\x08 \x02(\x04\x12\x0c\n\x04isec\x18\t \x02(\x04\x12\r\n\x05insec\x18\n \x02(\x04')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\rtimerfd.proto\x12\x0eimgtool.images\x1a\nfown.proto\"\xc5\x01\n\rtimerfd_entry\x12\n\n\x02id\x18\x01 \x02(\r\x12\r\n\x05\x66lags\x18\x02 \x02(\r\x12(\n\x04\x66own\x18\x03 \x02(\x0b\x32\x1a.imgtool.images.fown_entry\x12\x0f\n\x07\x63lockid\x18\x04 \x02(\r\x12\r\n\x05ticks\x18\x05 \x02(\x04\x12\x15\n\rsettime_flags\x18\x06 \x02(\r\x12\x0c\n\x04vsec\x18\x07 \x02(\x04\x12\r\n\x05vnsec\x18\x08 \x02(\x04\x12\x0c\n\x04isec\x18\t \x02(\x04\x12\r\n\x05insec\x18\n \x02(\x04')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'timerfd_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TIMERFD_ENTRY'].fields_by_name['flags']._loaded_options = None
-  _globals['_TIMERFD_ENTRY'].fields_by_name['flags']._serialized_options = b'\322?\002\010\001'
-  _globals['_TIMERFD_ENTRY'].fields_by_name['settime_flags']._loaded_options = None
-  _globals['_TIMERFD_ENTRY'].fields_by_name['settime_flags']._serialized_options = b'\322?\002\010\001'
-  _globals['_TIMERFD_ENTRY']._serialized_start=58
-  _globals['_TIMERFD_ENTRY']._serialized_end=269
+  _globals['_TIMERFD_ENTRY']._serialized_start=46
+  _globals['_TIMERFD_ENTRY']._serialized_end=243
 # @@protoc_insertion_point(module_scope)

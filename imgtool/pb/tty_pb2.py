@@ -22,31 +22,28 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from . import opts_pb2 as opts__pb2
 from . import fown_pb2 as fown__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\ttty.proto\x12\x0eimgtool.images\x1a\nopts.proto\x1a\nfown.proto\"U\n\rwinsize_entry\x12\x0e\n\x06ws_row\x18\x01 \x02(\r\x12\x0e\n\x06ws_col\x18\x02 \x02(\r\x12\x11\n\tws_xpixel\x18\x03 \x02(\r\x12\x11\n\tws_ypixel\x18\x04 \x02(\r\"\x95\x01\n\rtermios_entry\x12\x0f\n\x07\x63_iflag\x18\x01 \x02(\r\x12\x0f\n\x07\x63_oflag\x18\x02 \x02(\r\x12\x0f\n\x07\x63_cflag\x18\x03 \x02(\r\x12\x0f\n\x07\x63_lflag\x18\x04 \x02(\r\x12\x0e\n\x06\x63_line\x18\x05 \x02(\r\x12\x10\n\x08\x63_ispeed\x18\x06 \x02(\r\x12\x10\n\x08\x63_ospeed\x18\x07 \x02(\r\x12\x0c\n\x04\x63_cc\x18\x08 \x03(\r\"\x1e\n\rtty_pty_entry\x12\r\n\x05index\x18\x01 \x02(\r\".\n\x0etty_data_entry\x12\x0e\n\x06tty_id\x18\x01 \x02(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x02(\x0c\"\x8e\x03\n\x0etty_info_entry\x12\n\n\x02id\x18\x01 \x02(\r\x12%\n\x04type\x18\x02 \x02(\x0e\x32\x17.imgtool.images.TtyType\x12\x0e\n\x06locked\x18\x03 \x02(\x08\x12\x11\n\texclusive\x18\x04 \x02(\x08\x12\x13\n\x0bpacket_mode\x18\x05 \x02(\x08\x12\x0b\n\x03sid\x18\x06 \x02(\r\x12\x0c\n\x04pgrp\x18\x07 \x02(\r\x12\x0c\n\x04rdev\x18\x08 \x02(\r\x12.\n\x07termios\x18\t \x01(\x0b\x32\x1d.imgtool.images.termios_entry\x12\x35\n\x0etermios_locked\x18\n \x01(\x0b\x32\x1d.imgtool.images.termios_entry\x12.\n\x07winsize\x18\x0b \x01(\x0b\x32\x1d.imgtool.images.winsize_entry\x12*\n\x03pty\x18\x0c \x01(\x0b\x32\x1d.imgtool.images.tty_pty_entry\x12\x0b\n\x03\x64\x65v\x18\r \x01(\r\x12\x0b\n\x03uid\x18\x0e \x01(\r\x12\x0b\n\x03gid\x18\x0f \x01(\r\"\x82\x01\n\x0etty_file_entry\x12\n\n\x02id\x18\x01 \x02(\r\x12\x13\n\x0btty_info_id\x18\x02 \x02(\r\x12\x14\n\x05\x66lags\x18\x03 \x02(\rB\x05\xd2?\x02\x08\x01\x12(\n\x04\x66own\x18\x04 \x02(\x0b\x32\x1a.imgtool.images.fown_entry\x12\x0f\n\x07regf_id\x18\x06 \x01(\r*W\n\x07TtyType\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x07\n\x03PTY\x10\x01\x12\x0b\n\x07\x43ONSOLE\x10\x02\x12\x06\n\x02VT\x10\x03\x12\x08\n\x04\x43TTY\x10\x04\x12\x0b\n\x07\x45XT_TTY\x10\x05\x12\n\n\x06SERIAL\x10\x06')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\ttty.proto\x12\x0eimgtool.images\x1a\nfown.proto\"U\n\rwinsize_entry\x12\x0e\n\x06ws_row\x18\x01 \x02(\r\x12\x0e\n\x06ws_col\x18\x02 \x02(\r\x12\x11\n\tws_xpixel\x18\x03 \x02(\r\x12\x11\n\tws_ypixel\x18\x04 \x02(\r\"\x95\x01\n\rtermios_entry\x12\x0f\n\x07\x63_iflag\x18\x01 \x02(\r\x12\x0f\n\x07\x63_oflag\x18\x02 \x02(\r\x12\x0f\n\x07\x63_cflag\x18\x03 \x02(\r\x12\x0f\n\x07\x63_lflag\x18\x04 \x02(\r\x12\x0e\n\x06\x63_line\x18\x05 \x02(\r\x12\x10\n\x08\x63_ispeed\x18\x06 \x02(\r\x12\x10\n\x08\x63_ospeed\x18\x07 \x02(\r\x12\x0c\n\x04\x63_cc\x18\x08 \x03(\r\"\x1e\n\rtty_pty_entry\x12\r\n\x05index\x18\x01 \x02(\r\".\n\x0etty_data_entry\x12\x0e\n\x06tty_id\x18\x01 \x02(\r\x12\x0c\n\x04\x64\x61ta\x18\x02 \x02(\x0c\"\x8e\x03\n\x0etty_info_entry\x12\n\n\x02id\x18\x01 \x02(\r\x12%\n\x04type\x18\x02 \x02(\x0e\x32\x17.imgtool.images.TtyType\x12\x0e\n\x06locked\x18\x03 \x02(\x08\x12\x11\n\texclusive\x18\x04 \x02(\x08\x12\x13\n\x0bpacket_mode\x18\x05 \x02(\x08\x12\x0b\n\x03sid\x18\x06 \x02(\r\x12\x0c\n\x04pgrp\x18\x07 \x02(\r\x12\x0c\n\x04rdev\x18\x08 \x02(\r\x12.\n\x07termios\x18\t \x01(\x0b\x32\x1d.imgtool.images.termios_entry\x12\x35\n\x0etermios_locked\x18\n \x01(\x0b\x32\x1d.imgtool.images.termios_entry\x12.\n\x07winsize\x18\x0b \x01(\x0b\x32\x1d.imgtool.images.winsize_entry\x12*\n\x03pty\x18\x0c \x01(\x0b\x32\x1d.imgtool.images.tty_pty_entry\x12\x0b\n\x03\x64\x65v\x18\r \x01(\r\x12\x0b\n\x03uid\x18\x0e \x01(\r\x12\x0b\n\x03gid\x18\x0f \x01(\r\"{\n\x0etty_file_entry\x12\n\n\x02id\x18\x01 \x02(\r\x12\x13\n\x0btty_info_id\x18\x02 \x02(\r\x12\r\n\x05\x66lags\x18\x03 \x02(\r\x12(\n\x04\x66own\x18\x04 \x02(\x0b\x32\x1a.imgtool.images.fown_entry\x12\x0f\n\x07regf_id\x18\x06 \x01(\r*W\n\x07TtyType\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x07\n\x03PTY\x10\x01\x12\x0b\n\x07\x43ONSOLE\x10\x02\x12\x06\n\x02VT\x10\x03\x12\x08\n\x04\x43TTY\x10\x04\x12\x0b\n\x07\x45XT_TTY\x10\x05\x12\n\n\x06SERIAL\x10\x06')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tty_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TTY_FILE_ENTRY'].fields_by_name['flags']._loaded_options = None
-  _globals['_TTY_FILE_ENTRY'].fields_by_name['flags']._serialized_options = b'\322?\002\010\001'
-  _globals['_TTYTYPE']._serialized_start=906
-  _globals['_TTYTYPE']._serialized_end=993
-  _globals['_WINSIZE_ENTRY']._serialized_start=53
-  _globals['_WINSIZE_ENTRY']._serialized_end=138
-  _globals['_TERMIOS_ENTRY']._serialized_start=141
-  _globals['_TERMIOS_ENTRY']._serialized_end=290
-  _globals['_TTY_PTY_ENTRY']._serialized_start=292
-  _globals['_TTY_PTY_ENTRY']._serialized_end=322
-  _globals['_TTY_DATA_ENTRY']._serialized_start=324
-  _globals['_TTY_DATA_ENTRY']._serialized_end=370
-  _globals['_TTY_INFO_ENTRY']._serialized_start=373
-  _globals['_TTY_INFO_ENTRY']._serialized_end=771
-  _globals['_TTY_FILE_ENTRY']._serialized_start=774
-  _globals['_TTY_FILE_ENTRY']._serialized_end=904
+  _globals['_TTYTYPE']._serialized_start=886
+  _globals['_TTYTYPE']._serialized_end=973
+  _globals['_WINSIZE_ENTRY']._serialized_start=41
+  _globals['_WINSIZE_ENTRY']._serialized_end=126
+  _globals['_TERMIOS_ENTRY']._serialized_start=129
+  _globals['_TERMIOS_ENTRY']._serialized_end=278
+  _globals['_TTY_PTY_ENTRY']._serialized_start=280
+  _globals['_TTY_PTY_ENTRY']._serialized_end=310
+  _globals['_TTY_DATA_ENTRY']._serialized_start=312
+  _globals['_TTY_DATA_ENTRY']._serialized_end=358
+  _globals['_TTY_INFO_ENTRY']._serialized_start=361
+  _globals['_TTY_INFO_ENTRY']._serialized_end=759
+  _globals['_TTY_FILE_ENTRY']._serialized_start=761
+  _globals['_TTY_FILE_ENTRY']._serialized_end=884
 # @@protoc_insertion_point(module_scope)
