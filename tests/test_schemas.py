@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import pytest
 from imgtool import magic
 from imgtool.convert import to_dict
 from imgtool.pb import message_class
+from imgtool.pb._schema import MODULE_OF
 from imgtool.registry import KINDS
 
 from corpus import ROOT
@@ -43,3 +47,40 @@ def test_task_state_labels_follow_criu_c_code() -> None:
     labels = {state: to_dict(core(task_state=state), pretty=True)["task_state"] for state in (1, 3, 6)}
     assert labels == {1: "Alive", 3: "Stopped", 6: "Zombie"}
     assert to_dict(core(task_state=3), pretty=False)["task_state"] == 3
+
+
+def test_classes_are_those_of_the_generated_modules() -> None:
+    # message_class builds them from _schema.py (upb); importing the *_pb2 modules afterwards gives the same.
+    for name, module in MODULE_OF.items():
+        assert message_class(name) is getattr(importlib.import_module(f"imgtool.pb.{module}"), name), name
+
+
+_PURE_PYTHON_CHECK = """
+import io, sys
+from google.protobuf.internal import api_implementation
+from imgtool.image import Image
+from imgtool.jsonout import write_document
+from corpus import SAMPLES, golden_files
+assert api_implementation.Type() == "python"
+checked = 0
+for golden in golden_files():
+    if SAMPLES not in golden.json.parents or golden.image.name.startswith("ipcns-shm"):
+        continue
+    out = io.StringIO()
+    with Image.open(golden.image) as image:
+        write_document(out, image.magic, image.json_batches(golden.pretty), golden.pretty)
+    assert out.getvalue() == golden.json.read_text().rstrip("\\n"), golden.id
+    checked += 1
+print(checked)
+"""
+
+
+def test_pure_python_backend_decodes_as_crit() -> None:
+    """Without upb, classes come from the *_pb2 modules and options from the same table: the samples'
+    golden files still match, pretty (options at work) and raw."""
+    env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    done = subprocess.run([sys.executable, "-c", _PURE_PYTHON_CHECK], env=env, capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) >= 200
