@@ -254,14 +254,6 @@ class ExtentSpan(Sequence[Extent]):
         start = index.starts[at]
         return Extent(start, index.ends[at] - start, index.files[index.file_ids[at]], index.offsets[at])
 
-    def cut(self, lo: int, hi: int) -> int:
-        """Where a read of ``[lo, hi)`` had best end: ``hi``, or the start of the extent that straddles it
-        when that lies above ``lo`` (the next read then takes that extent whole)."""
-        i = bisect_left(self.starts, hi) - 1
-        if i >= 0 and self.ends[i] > hi and self.starts[i] > lo:
-            return self.starts[i]
-        return hi
-
     def copy(self, lo: int, hi: int) -> bytearray:
         """The bytes of addresses ``[lo, hi)`` (gaps, which a run has none of, read as zeros)."""
         return self._index.copy(lo, hi)
