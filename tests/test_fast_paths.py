@@ -68,6 +68,15 @@ def test_bulk_extend_equals_appends(seed: int) -> None:
            [list(a) for a in (one.starts, one.ends, one.file_ids, one.offsets)]
 
 
+def test_reads_end_where_an_extent_begins() -> None:
+    # extract's chunks end before an extent that would straddle them, unless it begins the chunk.
+    index = ExtentIndex()
+    for start, end, file_id in ((0, 10, 0), (10, 30, 1), (40, 50, 0)):
+        index.append(start, end - start, file_id, 0)
+    assert [index.cut(0, 15), index.cut(10, 15), index.cut(0, 10), index.cut(0, 35), index.cut(30, 45)] == \
+           [10, 15, 10, 35, 40]
+
+
 def test_index_does_not_depend_on_batch_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dumps = generate(tmp_path, seed=6, tasks=2, gib=1 / 128, shmem_mib=1, chain=2, fragmented=True)
 
