@@ -341,8 +341,10 @@ class ExtentIndex:
         if lo >= hi:
             return
         ids = [self.file_id(pages) for pages in source.files]
-        self.extend(source.starts[lo:hi], source.ends[lo:hi], list(map(ids.__getitem__, source.file_ids[lo:hi])),
-                    source.offsets[lo:hi], apart=True)
+        file_ids: Sequence[int] = source.file_ids[lo:hi]
+        if ids != list(range(len(ids))):     # source numbers its files otherwise than we do
+            file_ids = list(map(ids.__getitem__, file_ids))
+        self.extend(source.starts[lo:hi], source.ends[lo:hi], file_ids, source.offsets[lo:hi], apart=True)
 
     def drop_front(self, count: int) -> None:
         """Forget the first ``count`` extents."""
@@ -491,10 +493,11 @@ class _Coalescer:
         self._check_order(vaddrs, ends)
         kinds = _lookup(_KIND, flags)
         offsets = list(accumulate(map(mul, lengths, _lookup(_HAS_DATA, flags)), initial=self.offset))
-        firsts = [0, *compress(range(1, len(vaddrs)), map(or_, map(ne, kinds[1:], kinds), map(ne, vaddrs[1:], ends)))]
-        if len(firsts) == len(vaddrs):   # no entry continues the one before it: each is a run
-            runs = (kinds, vaddrs, ends, offsets[:-1])
+        if not any(map(and_, map(eq, kinds[1:], kinds), map(eq, vaddrs[1:], ends))):
+            runs = (kinds, vaddrs, ends, offsets[:-1])     # no entry continues the one before it: each is a run
         else:
+            firsts = [0, *compress(range(1, len(vaddrs)), map(or_, map(ne, kinds[1:], kinds),
+                                                                 map(ne, vaddrs[1:], ends)))]
             runs = (list(map(kinds.__getitem__, firsts)), list(map(vaddrs.__getitem__, firsts)),
                     [ends[i - 1] for i in firsts[1:]] + [ends[-1]], list(map(offsets.__getitem__, firsts)))
         if runs[0][0] == self.kind and runs[1][0] == self.end:   # continues the open run of the previous batch
@@ -530,8 +533,9 @@ class _Coalescer:
     def _check_order(self, vaddrs: list[int], ends: list[int]) -> None:
         if max(ends) > 1 << 64:
             raise FormatError("a pagemap entry runs past the end of the 64-bit address space", path=self.file)
-        bad = next(compress(range(len(vaddrs)), map(lt, vaddrs, [self.end, *ends[:-1]])), None)
-        if bad is not None:
+        previous = [self.end, *ends[:-1]]
+        if not all(map(le, previous, vaddrs)):
+            bad = next(compress(range(len(vaddrs)), map(lt, vaddrs, previous)))
             below = ends[bad - 1] if bad else self.end
             raise FormatError(f"pagemap entries out of address order: {vaddrs[bad]:#x} is below the end "
                               f"{below:#x} of the previous entry", path=self.file, entry=self.entries + bad + 1)
@@ -710,12 +714,17 @@ class DumpMemory:
         if found is None:
             return False
         ids = [index.file_id(pages) for pages in source.files]
-        file_of = list(map(ids.__getitem__, source.file_ids))        # per extent of source: our id of its file
-        shift_of = list(map(sub, source.offsets, source.starts))     # per extent: file offset - address
-        moved = map(add, starts, map(shift_of.__getitem__, found))
-        # (own, parent's)[in_parent]: own file and offset for PE_PRESENT runs, the parent's for PE_PARENT ones
-        index.extend(starts, ends, list(map(_pick, zip(repeat(own), map(file_of.__getitem__, found)), in_parent)),
-                     list(map(_pick, zip(offsets, moved, strict=True), in_parent)), apart=True)
+        if isinstance(found, int):     # one extent of the parent holds every PE_PARENT run
+            file_ids = list(map({PE_PRESENT: own, PE_PARENT: ids[source.file_ids[found]]}.__getitem__, kinds))
+            moved = map(add, starts, repeat(source.offsets[found] - source.starts[found]))
+        else:
+            file_of = list(map(ids.__getitem__, source.file_ids))        # per extent of source: our id of its file
+            shift_of = list(map(sub, source.offsets, source.starts))     # per extent: file offset - address
+            # (own, parent's)[in_parent]: own file for PE_PRESENT runs, the parent's for PE_PARENT ones
+            file_ids = list(map(_pick, zip(repeat(own), map(file_of.__getitem__, found)), in_parent))
+            moved = map(add, starts, map(shift_of.__getitem__, found))
+        # own offset for PE_PRESENT runs, the parent's (address moved into its file) for PE_PARENT ones
+        index.extend(starts, ends, file_ids, list(map(_pick, zip(offsets, moved, strict=True), in_parent)), apart=True)
         return True
 
     def unresolved(self, name: str) -> list[str]:
@@ -743,15 +752,15 @@ def _too_short(pages: PagesFile, pages_id: int, starts: list[int], ends: list[in
 _pick = tuple.__getitem__    # _pick((a, b), False) is a, _pick((a, b), True) is b
 
 
-def _holders(source: ExtentIndex, starts: list[int], ends: list[int], wanted: list[bool]) -> list[int] | None:
-    """For each wanted range, the index of the extent of ``source`` holding it whole (any index for the others);
-    None if one has none."""
+def _holders(source: ExtentIndex, starts: list[int], ends: list[int], wanted: list[bool]) -> int | list[int] | None:
+    """For each wanted range, the index of the extent of ``source`` holding it whole (any index for the others),
+    or that index alone when one extent holds them all; None if one has none."""
     if not len(source):
         return None
     first, last = wanted.index(True), len(wanted) - 1 - wanted[::-1].index(True)
     holder = bisect_right(source.starts, starts[first]) - 1
     if holder >= 0 and source.ends[holder] >= ends[last]:     # one extent holds them all (a dense parent dump)
-        return [holder] * len(starts)
+        return holder
     found = list(map((-1).__add__, map(bisect_right, repeat(source.starts), starts)))
     missed = map(or_, map(lt, found, repeat(0)), map(gt, ends, map(source.ends.__getitem__, found)))
     return None if any(map(and_, wanted, missed)) else found
