@@ -17,8 +17,8 @@ contents CRIU saved:
   shmem id itself (the inode number; for SysV the IPC id, criu/ipc_ns.c).
 
 Pagemaps resolve, a batch of entries at a time, into sorted extents (address
-range -> slice of an mmapped pages file) in bisect-able arrays: walks in
-address order stream them, reads at any address join them into one index.
+range -> slice of a pages file) in bisect-able columns: walks in address order
+stream them in lists, reads at any address join them into one index of arrays.
 Nothing is copied until bytes are asked for, and nothing is written into the
 dump directory.
 """
@@ -271,18 +271,22 @@ class ExtentSpan(Sequence[Extent]):
         return None
 
 
+Column = list[int] | array    # a column of an ExtentIndex
+
+
 class ExtentIndex:
     """Sorted, non-overlapping extents in parallel arrays (bisect on ``starts``).
 
     Neighbours contiguous both in memory and in the same pages file are
-    merged as they are appended.
+    merged as they are appended.  ``compact``: the columns are arrays (8 bytes an extent, for the index of a
+    whole task); otherwise lists, which are faster to fill and to read, for the short-lived indexes of a walk.
     """
 
-    def __init__(self) -> None:
-        self.starts = array("Q")
-        self.ends = array("Q")
-        self.file_ids = array("I")
-        self.offsets = array("Q")
+    def __init__(self, compact: bool = False) -> None:
+        self.starts: Column = array("Q") if compact else []
+        self.ends: Column = array("Q") if compact else []
+        self.file_ids: Column = array("I") if compact else []
+        self.offsets: Column = array("Q") if compact else []
         self.files: list[PagesFile] = []
         self._ids: dict[int, int] = {}
 
@@ -393,8 +397,8 @@ class ExtentIndex:
         fds, preadv = [pages.fd() for pages in files], os.preadv
         i = max(bisect_right(starts, lo) - 1, 0)
         j = bisect_left(starts, hi, i)
-        for start, end, file_id, offset in zip(starts[i:j].tolist(), self.ends[i:j].tolist(),
-                                               self.file_ids[i:j].tolist(), self.offsets[i:j].tolist(), strict=True):
+        for start, end, file_id, offset in zip(starts[i:j], self.ends[i:j], self.file_ids[i:j], self.offsets[i:j],
+                                               strict=True):
             if start < lo:
                 offset, start = offset + lo - start, lo
             if end > hi:
@@ -589,7 +593,7 @@ class _Cursor:
 
 def _joined(segments: Iterator[ExtentIndex]) -> ExtentIndex:
     """One index of every segment's extents."""
-    index = ExtentIndex()
+    index = ExtentIndex(compact=True)
     for segment in segments:
         index.extend_from(segment, 0, len(segment))
     return index
