@@ -383,12 +383,13 @@ Against the goals (computed from the table above):
 
 {chr(10).join(goal_lines(rows))}
 
-Reading the table: a step's time includes importing imgtool and the generated protobuf modules it uses
-({imports[0]:.3f} s in this run, best of 9; the protobuf runtime and those modules alone take {imports[1]:.3f} s),
-a fixed cost that weighs most on the small dumps; the "imgtool imported" row leaves it out.  Search, full
-read and diff walk each task's pagemaps as a stream (a batch of extents and the parent's extents around it
-at a time, never an index of the task), so their peak RSS does not depend on the dump's size or
-fragmentation; decode, x rss and summary stream too.
+Reading the table: a step's time includes importing imgtool and building the protobuf classes it uses
+({imports[0]:.3f} s in this run, best of 9; importing protobuf's generated modules for them, as the plain loops
+do, takes {imports[1]:.3f} s: imgtool builds the classes through protobuf's C backend, without its Python
+descriptor pool), a fixed cost that weighs most on the small dumps; the "imgtool imported" row leaves it
+out.  Search, full read and diff walk each task's pagemaps as a stream (a batch of extents and the parent's
+extents around it at a time, never an index of the task), so their peak RSS does not depend on the dump's
+size or fragmentation; decode, x rss and summary stream too.
 
 Reproduce: `bench/get-crit.sh` (optional: builds CRIU's crit into a private venv), then
 `python bench/run.py --sizes 1,2,4,8` (about 17 minutes on 2 cores; needs ~12 GiB of free disk in $TMPDIR

@@ -844,8 +844,8 @@ class AddressSpace:
     """The memory of one task: its VMAs and the dumped bytes behind them.
 
     Reads at any address (``read``, ``raw``, ``locate``, ``runs``) use an index of every extent, built on first
-    use.  Walks in address order (``around``, as extract, search and diff use it,
-    ``segments``, ``dumped_bytes``) stream the pagemaps instead, holding only the extents around where they
+    use.  Walks in address order (``around`` for extract and search, ``pieces`` for diff, ``segments``,
+    ``dumped_bytes``) stream the pagemaps instead, holding only the extents around where they
     are, so they take no more memory for a 100 GiB task than for a small one.
     """
 
