@@ -64,23 +64,26 @@ class Step:
     python: str = sys.executable
 
 
-def race(*steps: Step, quick: float = 1.0, repeat: int = 9) -> list[Result]:
-    """Each step's fastest run.  The runs take turns (a, b, a, b, ...), so that a slow spell of the shared
-    machine hits every step alike; a step whose runs take under ``quick`` seconds runs ``repeat`` times."""
+RUNS = ((1.0, 9), (10.0, 3))   # a step whose first run took under so many seconds runs so many times; else once
+
+
+def runs_for(seconds: float) -> int:
+    return next((count for limit, count in RUNS if seconds < limit), 1)
+
+
+def race(*steps: Step) -> list[Result]:
+    """Each step's fastest run (RUNS says how many it gets).  The runs take turns (a, b, a, b, ...), so that a
+    slow spell of the shared machine hits every step alike."""
     runs: list[list[Result]] = [[] for _ in steps]
-    for _ in range(repeat):
-        due = [i for i, done in enumerate(runs) if not done or (len(done) < repeat and done[0].seconds < quick)]
-        if not due:
-            break
+    while due := [i for i, done in enumerate(runs) if not done or len(done) < runs_for(done[0].seconds)]:
         for i in due:
             runs[i].append(run(steps[i].code, steps[i].argv, steps[i].python))
     return [min(done, key=lambda r: r.seconds) for done in runs]
 
 
-def best(code: str, argv: list[str] | None = None, python: str = sys.executable, quick: float = 1.0,
-         repeat: int = 9) -> Result:
-    """The fastest of ``repeat`` runs when a run takes under ``quick`` seconds (noise), else of one run."""
-    return race(Step(code, argv or ["bench"], python), quick=quick, repeat=repeat)[0]
+def best(code: str, argv: list[str] | None = None, python: str = sys.executable) -> Result:
+    """The fastest of a step's runs (see RUNS)."""
+    return race(Step(code, argv or ["bench"], python))[0]
 
 
 @dataclass
