@@ -392,7 +392,7 @@ extents around it at a time, never an index of the task), so their peak RSS does
 size or fragmentation; decode, x rss and summary stream too.
 
 Reproduce: `bench/get-crit.sh` (optional: builds CRIU's crit into a private venv), then
-`python bench/run.py --sizes 1,2,4,8` (about 17 minutes on 2 cores; needs ~12 GiB of free disk in $TMPDIR
+`python bench/run.py --sizes 1,2,4,8` (14-17 minutes on 2 cores; needs ~12 GiB of free disk in $TMPDIR
 for the 8 GiB dumps).
 """
 
