@@ -185,9 +185,21 @@ Batch = tuple[list[int], list[int], list[int]]   # vaddrs, page counts, flags of
 
 
 def batches(view: memoryview, pos: int, order: str, path: str) -> Iterator[Batch]:
-    """Entries from ``pos`` on as (vaddrs, pages, flags), with CRIU's compat rules applied."""
+    """Entries from ``pos`` on as (vaddrs, pages, flags), with CRIU's compat rules applied.
+
+    An entry without its required fields (vaddr, compat_nr_pages) is an error here, as it is to CRIU
+    (protobuf-c refuses it); decoding to JSON shows what such an entry has, as crit does.
+    """
+    index = 1
     for item in read(view, pos, order, path, 1):
-        cols = item if isinstance(item, Columns) else Columns.of_entry(item)
+        if isinstance(item, Columns):      # a regular run: every entry has both
+            cols = item
+        elif item.IsInitialized():
+            cols = Columns.of_entry(item)
+        else:
+            missing = ", ".join(item.FindInitializationErrors())
+            raise DecodeError(f"pagemap_entry lacks required field(s) {missing}", path=path, entry=index)
+        index += len(cols)
         yield cols.vaddr, cols.pages(), cols.effective_flags()
 
 

@@ -393,6 +393,16 @@ def test_truncated_pages_file_is_a_format_error(tmp_path: Path) -> None:
     _first_use_raises(path, 6, r"needs 16384 bytes of pages-1.img, it has")
 
 
+def test_pagemap_entry_without_required_fields_is_a_decode_error(tmp_path: Path) -> None:
+    # Found by the fuzz test below: a frame holding only a vaddr (protobuf-c, hence CRIU, refuses it).
+    task = SynthTask(6, vmas=[SynthVma.anon(BASE, 64 * PAGE)], pages={BASE: marked_pages(0, 8)})
+    build_dump(tmp_path, [task], entry_pages=2)
+    image = (tmp_path / "pagemap-6.img").read_bytes()
+    head_end = 8 + 4 + image[8]
+    (tmp_path / "pagemap-6.img").write_bytes(image[:head_end] + b"\x04\x00\x00\x00\x08\x80\x80\x00")
+    _first_use_raises(tmp_path, 6, r"pagemap_entry lacks required field\(s\) compat_nr_pages")
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_damaged_pagemaps_raise_only_imgtool_errors(tmp_path_factory: pytest.TempPathFactory,
