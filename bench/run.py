@@ -348,7 +348,8 @@ def goal_lines(rows: list[Row]) -> list[str]:
 
 
 def fixed_costs() -> tuple[float, float]:
-    """Seconds to import imgtool with the generated modules a memory read uses, and those modules alone."""
+    """Seconds to import imgtool and build the classes a memory read uses, and to import protobuf's generated
+    modules for them alone."""
     return best(IMPORTS_IMGTOOL).seconds, best(IMPORTS_PROTOBUF).seconds
 
 

@@ -415,7 +415,6 @@ class ExtentIndex:
             dest[pos - lo:] = bytes(hi - pos)
 
 
-
 class _Window(ExtentIndex):
     """An ExtentIndex keeping only the extents that overlap ``[lo, hi)``: enough to read those bytes, and
     small however large the address space (``cmdline_of``)."""

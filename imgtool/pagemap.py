@@ -156,8 +156,13 @@ class _Releaser:
         self.done = upto
 
 
-def read(view: memoryview, pos: int, order: str, path: str, index: int) -> Iterator[Columns | Message]:
-    """pagemap_entry frames from ``pos`` to the end: Columns for regular runs, messages otherwise."""
+def read(view: memoryview, pos: int, order: str, path: str, index: int,
+         complete: bool = False) -> Iterator[Columns | Message]:
+    """pagemap_entry frames from ``pos`` to the end: Columns for regular runs, messages otherwise.
+
+    ``complete``: an entry without its required fields (vaddr, compat_nr_pages) is an error, as it is to CRIU
+    (protobuf-c refuses it); otherwise it is yielded as it is, as crit shows it.  A regular run has them all.
+    """
     end = len(view)
     release = _Releaser(view)
     while pos < end:
@@ -174,10 +179,15 @@ def read(view: memoryview, pos: int, order: str, path: str, index: int) -> Itera
         while pos < end and (count < max(_SLOW_FRAMES, len(payloads)) or not _frame(order).match(view, pos)):
             size = framing.read_size(view, pos, order, path=path, index=index)
             try:
-                yield _ENTRY.FromString(view[pos + 4:pos + 4 + size])
+                entry = _ENTRY.FromString(view[pos + 4:pos + 4 + size])
             except PbDecodeError as exc:
                 raise DecodeError(f"not a valid pagemap_entry ({exc})", path=path, entry=index,
                                   offset=pos) from None
+            if complete and not entry.IsInitialized():
+                missing = ", ".join(entry.FindInitializationErrors())
+                raise DecodeError(f"pagemap_entry lacks required field(s) {missing}", path=path, entry=index,
+                                  offset=pos)
+            yield entry
             index, pos, count = index + 1, pos + 4 + size, count + 1
 
 
@@ -185,21 +195,10 @@ Batch = tuple[list[int], list[int], list[int]]   # vaddrs, page counts, flags of
 
 
 def batches(view: memoryview, pos: int, order: str, path: str) -> Iterator[Batch]:
-    """Entries from ``pos`` on as (vaddrs, pages, flags), with CRIU's compat rules applied.
-
-    An entry without its required fields (vaddr, compat_nr_pages) is an error here, as it is to CRIU
-    (protobuf-c refuses it); decoding to JSON shows what such an entry has, as crit does.
-    """
-    index = 1
-    for item in read(view, pos, order, path, 1):
-        if isinstance(item, Columns):      # a regular run: every entry has both
-            cols = item
-        elif item.IsInitialized():
-            cols = Columns.of_entry(item)
-        else:
-            missing = ", ".join(item.FindInitializationErrors())
-            raise DecodeError(f"pagemap_entry lacks required field(s) {missing}", path=path, entry=index)
-        index += len(cols)
+    """Entries from ``pos`` on as (vaddrs, pages, flags), with CRIU's compat rules applied; every entry must
+    be complete (see ``read``)."""
+    for item in read(view, pos, order, path, 1, complete=True):
+        cols = item if isinstance(item, Columns) else Columns.of_entry(item)
         yield cols.vaddr, cols.pages(), cols.effective_flags()
 
 
