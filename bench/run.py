@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from imgtool.synth import generate
+from imgtool.testing.synth import generate
 
 from measure import ROOT, Row, Step, best, race, table
 
@@ -56,7 +56,7 @@ GOALS = {DECODE_RAW: (CRIT_NAME, 0.1, 60), DECODE_PRETTY: (CRIT_NAME, 0.1, 60), 
 # Plain loops import only the generated protobuf modules they need (not imgtool).
 PB = f"""
 import types
-_pkg = types.ModuleType("pb"); _pkg.__path__ = [{str(ROOT / "imgtool" / "pb")!r}]; sys.modules["pb"] = _pkg
+_pkg = types.ModuleType("pb"); _pkg.__path__ = [{str(ROOT / "imgtool" / "format" / "pb")!r}]; sys.modules["pb"] = _pkg
 """
 
 FRAMES = """
@@ -71,7 +71,7 @@ def frames(path):
 """
 
 IMGTOOL_CLI = """
-from imgtool.cli import main
+from imgtool.cli.main import main
 assert main(sys.argv[1:]) in (0, 1)
 """
 
@@ -158,7 +158,7 @@ assert found == 1, found
 
 IMGTOOL_READ = """
 import imgtool
-from imgtool.search import extract
+from imgtool.memory.search import extract
 {clock}
 with imgtool.open(sys.argv[1]) as dump, open("/dev/null", "wb") as out:
     space = dump.task(int(sys.argv[2])).memory
@@ -168,7 +168,7 @@ assert total > 0
 
 IMPORTS_IMGTOOL = """
 import imgtool, imgtool.search
-from imgtool.pb import message_class
+from imgtool.format.pb import message_class
 for name in ("pstree_entry", "mm_entry", "pagemap_entry", "pagemap_columns"):
     message_class(name)
 """

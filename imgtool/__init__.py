@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from .dump import Dump, Task
-from .errors import ImgtoolError
-from .image import Entry, Image
+from imgtool.errors import ImgtoolError
+from imgtool.format.image import Entry, Image
+from imgtool.model.dump import Dump, Task
 
 __version__ = "0.1.0"
 __all__ = ["Dump", "Entry", "Image", "ImgtoolError", "Task", "open", "open_image"]

@@ -1,4 +1,7 @@
-"""One exception hierarchy for everything imgtool raises on bad input."""
+"""One exception hierarchy for everything imgtool raises on bad input: every class is here, under ImgtoolError.
+
+Imports nothing of imgtool, so every layer may raise any of them.
+"""
 
 from __future__ import annotations
 
@@ -48,3 +51,63 @@ class EncodeError(ImgtoolError):
 
 class MissingImageError(ImgtoolError):
     """A checkpoint lacks an image file that another image refers to."""
+
+
+class ExtraError(ImgtoolError):
+    """An extra payload is inconsistent (raised by the codecs; the image reader re-raises with file and offset)."""
+
+
+class ExtraTruncated(ExtraError):
+    """The data ends before the extra payload does."""
+
+
+class ArchiveError(FormatError):
+    """A checkpoint archive cannot be read or unpacked (corrupt, truncated, not an archive).
+
+    ``checkpoint.tar.gz: member '../x': path leaves the extraction directory``; ``.member`` is the
+    member's name as the archive spells it, or None.
+    """
+
+    def __init__(self, what: str, *, path: str = "<archive>", member: str | None = None) -> None:
+        self.member = member
+        what = " ".join(what.split())  # one line, whatever a library put in its message
+        super().__init__(what if member is None else f"member {member!r}: {what}", path=path)
+
+
+class UnsafeMemberError(ArchiveError):
+    """A member would write outside the directory or is not a file, directory or allowed link."""
+
+
+class ArchiveLimitError(ArchiveError):
+    """The archive goes past one of the ``Limits`` (members, bytes, path length, header data)."""
+
+
+class NoImageDirError(ArchiveError):
+    """The archive unpacked but holds no directory with a CRIU ``inventory.img``."""
+
+
+class SearchError(ImgtoolError):
+    """A search pattern cannot be used."""
+
+
+class UnmappedAddressError(ImgtoolError):
+    """An address no VMA of the task covers."""
+
+    def __init__(self, pid: int, address: int, below: object | None, above: object | None) -> None:
+        self.pid, self.address = pid, address
+        near = ", ".join(f"{side} {vma}" for side, vma in (("below:", below), ("above:", above)) if vma)
+        super().__init__(f"pid {pid}: address {address:#x} is not mapped (no VMA covers it"
+                         + (f"; nearest {near}" if near else "") + ")")
+
+
+class NotDumpedError(ImgtoolError):
+    """A mapped address whose page is in no pages file of the dump chain."""
+
+    def __init__(self, pid: int, address: int, vma: object) -> None:
+        self.pid, self.address, self.vma = pid, address, vma
+        super().__init__(f"pid {pid}: address {address:#x} in VMA {vma} is mapped but its page is not in the "
+                         "dump (never touched, or a clean file page); zero fill (--zero-fill) reads it as zeros")
+
+
+class UsageError(ImgtoolError):
+    """The command line asks for something that cannot be done."""

@@ -1,6 +1,6 @@
-"""Regenerate imgtool/pb/ from schemas/*.proto.
+"""Regenerate imgtool/format/pb/ from schemas/*.proto.
 
-Usage: python scripts/gen_pb.py [OUTDIR]   (default: imgtool/pb)
+Usage: python scripts/gen_pb.py [OUTDIR]   (default: imgtool/format/pb)
 
 Needs grpcio-tools (the "dev" extra).  The (criu) field options (hex, flags, dev, ...) only steer crit's
 "pretty" JSON, and loading them needs protobuf's own descriptor.proto, which is slow to import.  So they
@@ -128,4 +128,4 @@ def generate(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "imgtool" / "pb")
+    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "imgtool" / "format" / "pb")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import imgtool
-from imgtool.checks import Context, run_checks
-from imgtool.cli import main
+from imgtool.analysis.checks import Context, run_checks
+from imgtool.cli.main import main
 
 from corpus import CORPUS, SAMPLES
 
@@ -61,7 +61,7 @@ def test_container_cgroups_missing_here_are_reported() -> None:
 
 
 def test_in_parent_pages_no_parent_holds(tmp_path: Path) -> None:
-    from imgtool.synth import SynthTask, SynthVma, build_dump
+    from imgtool.testing.synth import SynthTask, SynthVma, build_dump
 
     base, vmas = 0x7F0000000000, [SynthVma.anon(0x7F0000000000, 8 * 4096)]
     parent = build_dump(tmp_path / "p", [SynthTask(7, "t", vmas=vmas, pages={base: b"A" * 2 * 4096})])

@@ -7,10 +7,12 @@ import json
 
 import pytest
 
-from imgtool import magic
+from imgtool.crit import decode
+from imgtool.crit.encode import encode_dict
+from imgtool.crit.jsonout import write_document
 from imgtool.errors import RawImageError, UnknownMagicError
-from imgtool.image import Image, encode_dict
-from imgtool.jsonout import write_document
+from imgtool.format import magic
+from imgtool.format.image import Image
 
 from corpus import Golden, golden_files, image_files
 
@@ -24,7 +26,7 @@ KNOWN_DIFFERENCES = {"ipcns-shm"}
 
 def _decode(image: Image, pretty: bool) -> str:
     out = io.StringIO()
-    write_document(out, image.magic, image.json_batches(pretty), pretty)
+    write_document(out, image.magic, decode.json_batches(image, pretty), pretty)
     return out.getvalue()
 
 
@@ -64,5 +66,5 @@ def test_round_trip(path) -> None:
         return
     with image:
         for pretty in (False, True):
-            assert encode_dict(image.to_dict(pretty)) == data
+            assert encode_dict(decode.to_dict(image, pretty)) == data
             assert encode_dict(json.loads(_decode(image, pretty))) == data

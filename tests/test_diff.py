@@ -11,9 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import imgtool
-from imgtool.cli import main
-from imgtool.diff import DEFAULT_FACETS, compare
-from imgtool.image import Image, encode_dict
+from imgtool.analysis.diff import DEFAULT_FACETS, compare
+from imgtool.cli.main import main
+from imgtool.crit import decode
+from imgtool.crit.encode import encode_dict
+from imgtool.format.image import Image
 
 from corpus import CORPUS, SAMPLES
 
@@ -72,7 +74,7 @@ def test_cli_exit_codes_json_and_stat(tmp_path: Path, capsys: pytest.CaptureFixt
 
 def _edit(folder: Path, name: str, change) -> None:
     with Image.open(folder / name) as image:
-        doc = image.to_dict()
+        doc = decode.to_dict(image)
     for entry in doc["entries"]:
         change(entry)
     (folder / name).write_bytes(encode_dict(doc))
@@ -123,7 +125,7 @@ def test_random_edits_are_each_reported_once(tmp_path_factory: pytest.TempPathFa
 
 
 def test_tasks_with_new_pids_are_matched_by_key(tmp_path: Path) -> None:
-    from imgtool.synth import SynthTask, SynthVma, build_dump
+    from imgtool.testing.synth import SynthTask, SynthVma, build_dump
 
     def dump(folder: str, pids: tuple[int, int]) -> Path:
         vmas = [SynthVma.anon(0x7F0000000000, 4096)]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from imgtool import cli
-from imgtool.explain import RULES, explain_file, explain_stream, explain_text, read_lines
+from imgtool.analysis.explain import RULES, explain_file, explain_stream, explain_text, read_lines
 
 from corpus import CORPUS, SAMPLES
 

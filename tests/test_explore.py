@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 import imgtool
-from imgtool.cli import main
+from imgtool.cli.main import main
+from imgtool.crit.explore import EXPLORERS
 from imgtool.errors import MissingImageError
-from imgtool.explore import EXPLORERS
 
 from corpus import scenario_dirs
 

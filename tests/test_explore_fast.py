@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from imgtool.explore import _RssWalk
-from imgtool.vmaflags import VMA_FILE_PRIVATE
+from imgtool.crit.explore import _RssWalk
+from imgtool.format.flags import VMA_FILE_PRIVATE
 
 
 class _Files:

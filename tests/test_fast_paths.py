@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import imgtool
-from imgtool import pagemap
-from imgtool.memory import DumpMemory, ExtentIndex, cmdline_of
-from imgtool.synth import generate
+from imgtool.format import pagemap
+from imgtool.memory.space import DumpMemory, ExtentIndex, cmdline_of
+from imgtool.testing.synth import generate
 
 from corpus import CORPUS, SAMPLES
 

@@ -30,14 +30,16 @@ from typing import Any
 import pytest
 
 from imgtool import cli
-from imgtool.elfid import build_id
-from imgtool.image import Image, encode_dict
-from imgtool.pagemap import PE_PRESENT
+from imgtool.crit import decode
+from imgtool.crit.encode import encode_dict
+from imgtool.format.elf import build_id
+from imgtool.format.flags import PE_PRESENT
+from imgtool.format.image import Image
 
 import realcriu
 
 try:
-    from imgtool import explain
+    from imgtool.analysis import explain
 except ImportError:   # imgtool/explain.py is written separately; without it the explain sub-assertions are skipped
     explain = None
 
@@ -414,7 +416,7 @@ def test_pagemap_entry_removed(criu: Path, dump_holder: Callable[..., Holder],
 def drop_pagemap_entry(path: Path, address: int) -> dict[str, Any]:
     """Re-encode a pagemap image without the entry covering address; return that entry."""
     with Image.open(path) as image:
-        document = image.to_dict()
+        document = decode.to_dict(image)
     head, *entries = document["entries"]
     hit = next(e for e in entries if e["vaddr"] <= address < e["vaddr"] + e["nr_pages"] * PAGE)
     document["entries"] = [head, *(e for e in entries if e is not hit)]

@@ -13,13 +13,16 @@ from typing import Any
 import pytest
 from google.protobuf.message import Message
 
-from imgtool import cli, framing, magic
-from imgtool.convert import b64
+from imgtool import cli
+from imgtool.crit import decode, payloads
+from imgtool.crit.convert import b64
+from imgtool.crit.encode import encode_dict
+from imgtool.crit.jsonout import write_document
 from imgtool.errors import DecodeError, EncodeError, FormatError, RawImageError, TruncatedError, UnknownMagicError
-from imgtool.extras import MsgQueue
-from imgtool.image import Image, encode_dict, image_bytes
-from imgtool.jsonout import write_document
-from imgtool.pb import message_class
+from imgtool.format import framing, magic
+from imgtool.format.extras import MsgQueue
+from imgtool.format.image import Image, image_bytes
+from imgtool.format.pb import message_class
 
 FDS = Path(__file__).resolve().parent.parent / "samples" / "fds" / "images"
 PSTREE = message_class("pstree_entry")
@@ -40,7 +43,7 @@ def _decode(path: Path) -> dict[str, Any]:
     with Image.open(path) as img:
         for entry in img.entries():
             assert entry.message is not None
-        return img.to_dict(pretty=True)
+        return decode.to_dict(img, pretty=True)
 
 
 def _exact(text: str) -> str:
@@ -102,7 +105,7 @@ def test_size_prefix_past_the_end_names_entry_offset_and_bytes_left(tmp_path: Pa
     path = _write(tmp_path, "pstree.img", good + struct.pack("<I", 4096) + b"\x08\x04" * 6)
     expected = _exact(f"pstree.img: entry 3 at offset {offset:#x}: size prefix says 4096 bytes, 12 left")
     with Image.open(path) as img:
-        for read in (lambda: list(img.entries()), img.count, img.to_dict):
+        for read in (lambda: list(img.entries()), img.count, lambda: decode.to_dict(img)):
             with pytest.raises(TruncatedError, match=expected) as exc:
                 read()
             assert (exc.value.entry, exc.value.offset) == (3, offset)
@@ -147,7 +150,7 @@ def test_size_prefix_one_byte_past_the_end(tmp_path: Path) -> None:
 
 def test_message_queue_with_fewer_messages_than_qnum(tmp_path: Path) -> None:
     queue = MSG(desc=_ipc_desc(), qbytes=16384, qnum=1)
-    extra = MsgQueue().from_json(queue, [{"mtype": 1, "msize": 3}, b64(b"abc")], "<")
+    extra = MsgQueue().build(queue, payloads.from_json(MsgQueue(), [{"mtype": 1, "msize": 3}, b64(b"abc")]), "<")
     queue.qnum = 3
     path = _write(tmp_path, "ipcns-msg-11.img", image_bytes("IPCNS_MSG", [(queue, extra)]))
     offset = 8 + 4 + queue.ByteSize()
@@ -181,7 +184,7 @@ def test_overlong_varint_in_pagemap_entry_generic_path(tmp_path: Path) -> None:
 def test_overlong_varint_in_pagemap_entry_columnar_path(tmp_path: Path) -> None:
     path = _write(tmp_path, "pagemap-1.img", OVERLONG)
     with Image.open(path) as img, pytest.raises(DecodeError, match=r"entry 1 at offset 0xe: .*pagemap_entry"):
-        write_document(io.StringIO(), img.magic, img.json_batches(False), False)
+        write_document(io.StringIO(), img.magic, decode.json_batches(img, False), False)
 
 
 def test_string_field_with_invalid_utf8(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -207,7 +210,7 @@ def _frames(order: str) -> dict[str, list[tuple[Message, bytes]]]:
     return {
         "PSTREE": [(p, b"") for p in _processes(3)],
         "IPCNS_SEM": [(sem, framing.padded(struct.pack(order + "3H", 1, 0x1234, 0xFFFF), 8))],
-        "IPCNS_MSG": [(queue, MsgQueue().from_json(queue, texts, order))],
+        "IPCNS_MSG": [(queue, MsgQueue().build(queue, payloads.from_json(MsgQueue(), texts), order))],
     }
 
 
@@ -226,7 +229,7 @@ def _reframe(path: Path, order: str) -> bytes:
 def _json(data: bytes, name: str, pretty: bool) -> str:
     out = io.StringIO()
     with Image(data, name) as img:
-        write_document(out, img.magic, img.json_batches(pretty), pretty)
+        write_document(out, img.magic, decode.json_batches(img, pretty), pretty)
     return out.getvalue()
 
 
@@ -237,8 +240,8 @@ def test_big_endian_decodes_like_little_endian(kind: str) -> None:
     with Image(little) as le, Image(big) as be:
         assert (le.header.byteorder, be.header.byteorder) == ("<", ">")
         for pretty in (False, True):
-            assert be.to_dict(pretty) == le.to_dict(pretty)
-            assert be.to_dict(pretty)["entries"]
+            assert decode.to_dict(be, pretty) == decode.to_dict(le, pretty)
+            assert decode.to_dict(be, pretty)["entries"]
 
 
 @pytest.mark.parametrize("name", ["pstree.img", "pipes-data.img", "sk-queues.img", "pagemap-13375.img",

@@ -11,10 +11,10 @@ import pytest
 
 import imgtool
 from imgtool import cli
-from imgtool.diff import compare
-from imgtool.memdiff import MemoryComparer, PageRuns
-from imgtool.render import emit_json
-from imgtool.synth import SynthTask, SynthVma, build_dump
+from imgtool.analysis.diff import compare
+from imgtool.analysis.memdiff import MemoryComparer, PageRuns
+from imgtool.render.console import emit_json
+from imgtool.testing.synth import SynthTask, SynthVma, build_dump
 
 from corpus import CORPUS
 

@@ -13,10 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import imgtool
-from imgtool.dump import Dump
+from imgtool.crit import decode
 from imgtool.errors import FormatError, ImgtoolError
-from imgtool.image import Image, image_bytes
-from imgtool.memory import (
+from imgtool.format.image import Image, image_bytes
+from imgtool.format.pb import message_class
+from imgtool.memory.search import extract
+from imgtool.memory.space import (
     AddressSpace,
     NotDumpedError,
     UnmappedAddressError,
@@ -27,9 +29,8 @@ from imgtool.memory import (
     release,
     shmem_id,
 )
-from imgtool.pb import message_class
-from imgtool.search import extract
-from imgtool.synth import SynthShmem, SynthTask, SynthVma, build_dump, marked_pages
+from imgtool.model.dump import Dump
+from imgtool.testing.synth import SynthShmem, SynthTask, SynthVma, build_dump, marked_pages
 
 from corpus import CORPUS
 
@@ -373,7 +374,7 @@ def test_synthetic_images_decode_and_nothing_is_written_to_the_dump(tmp_path: Pa
     before = sorted(os.listdir(path))
     for name in before:
         if name.endswith(".img") and not name.startswith("pages-"):
-            assert Image.open(path / name).to_dict()["magic"]
+            assert decode.to_dict(Image.open(path / name))["magic"]
     with imgtool.open(path) as dump:
         task = dump.task(7)
         assert (task.comm, task.state) == ("synth", "alive")

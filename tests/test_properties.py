@@ -23,12 +23,14 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from imgtool import convert, framing, jsonout, pagemap
+from imgtool.crit import convert, decode, jsonout, payloads
+from imgtool.crit.encode import encode_dict
 from imgtool.errors import ImgtoolError
-from imgtool.extras import GhostContent, MsgQueue, SemArray, ShmSegment, Sized
-from imgtool.image import Image, encode_dict, image_bytes
-from imgtool.pb import message_class
-from imgtool.registry import KINDS, EntrySpec, ImageKind
+from imgtool.format import framing, pagemap
+from imgtool.format.extras import GhostContent, MsgQueue, SemArray, ShmSegment, Sized
+from imgtool.format.image import Image, image_bytes
+from imgtool.format.pb import message_class
+from imgtool.format.registry import KINDS, EntrySpec, ImageKind
 
 FD = FieldDescriptor
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,7 +146,7 @@ def _draw_extra(draw: Callable[[st.SearchStrategy[Any]], Any], spec: EntrySpec, 
             head = draw(messages(message_class("ipc_msg")))
             head.msize = draw(st.integers(0, 20))
             items += [convert.to_dict(head), convert.b64(_blob(draw, head.msize))]
-        return codec.from_json(msg, items, "<")
+        return codec.build(msg, payloads.from_json(codec, items), "<")
     if isinstance(codec, ShmSegment):
         if msg.in_pagemaps:
             return None
@@ -197,7 +199,7 @@ def test_image_round_trip(name: str, data: st.DataObject) -> None:
         _check_layout(raw, img.header.size, entries, frames)
         assert img.count() == len(frames)
         for pretty in (False, True):
-            doc = img.to_dict(pretty=pretty)
+            doc = decode.to_dict(img, pretty=pretty)
             assert encode_dict(doc) == raw
             # The streaming writer prints what json.dump (crit) prints for the same document.
             assert _write_json(img, pretty, columnar=True) == json.dumps(doc, indent=4 if pretty else None)
@@ -266,7 +268,7 @@ def pagemap_images(draw: Callable[[st.SearchStrategy[Any]], Any]) -> bytes:
 
 def _write_json(img: Image, pretty: bool, columnar: bool) -> str:
     out = io.StringIO()
-    batches = img.json_batches(pretty) if columnar else jsonout.dict_batches(img.dicts(pretty), pretty)
+    batches = decode.json_batches(img, pretty) if columnar else jsonout.dict_batches(decode.dicts(img, pretty), pretty)
     jsonout.write_document(out, img.magic, batches, pretty)
     return out.getvalue()
 
@@ -279,7 +281,7 @@ def test_pagemap_columnar_equals_generic(raw: bytes, chunk: int) -> None:
         for pretty in (False, True):
             text = _write_json(img, pretty, columnar=True)
             assert text == _write_json(img, pretty, columnar=False)
-            assert json.loads(text) == {"magic": "PAGEMAP", "entries": list(img.dicts(pretty))}
+            assert json.loads(text) == {"magic": "PAGEMAP", "entries": list(decode.dicts(img, pretty))}
 
 
 def _regular_pagemap(count: int, tail: bytes = b"") -> bytes:
@@ -406,9 +408,9 @@ def _consumers(img: Image) -> Iterator[Callable[[], object]]:
     yield lambda: [e.message for e in img.entries()]
     yield img.count
     for pretty in (False, True):
-        yield lambda p=pretty: img.to_dict(p)
-        yield lambda p=pretty: img.to_dict(p, nopl=True)
-        yield lambda p=pretty: jsonout.write_document(io.StringIO(), img.magic, img.json_batches(p), p)
+        yield lambda p=pretty: decode.to_dict(img, p)
+        yield lambda p=pretty: decode.to_dict(img, p, nopl=True)
+        yield lambda p=pretty: jsonout.write_document(io.StringIO(), img.magic, decode.json_batches(img, p), p)
 
 
 def _decode_everything(name: str, data: bytes, allowed: type[Exception]) -> None:
@@ -431,7 +433,7 @@ def test_robustness_samples_are_present() -> None:
         with Image(data, name) as img:
             for consume in _consumers(img):
                 consume()
-            assert img.to_dict(True)["entries"], name
+            assert decode.to_dict(img, True)["entries"], name
 
 
 ROBUST = settings(max_examples=300, deadline=2000, suppress_health_check=SLOW_OK)
@@ -508,7 +510,7 @@ _JSON_VALUES = st.recursive(_JSON_SCALARS, lambda inner: st.lists(inner, max_siz
 @given(_JSON_VALUES, st.booleans())
 def test_emit_json_writes_what_json_dump_writes(value: Any, lazily: bool) -> None:
     """The streaming writer's text is json.dump(indent=2, sort_keys=True)'s; lists may come as iterators."""
-    from imgtool.render import _jsonable, emit_json
+    from imgtool.render.console import _jsonable, emit_json
 
     expected = json.dumps(value, indent=2, sort_keys=True, default=_jsonable) + "\n"
     out = io.StringIO()

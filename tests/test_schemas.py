@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from imgtool import magic
-from imgtool.convert import to_dict
-from imgtool.pb import message_class
-from imgtool.pb._schema import MODULE_OF
-from imgtool.registry import KINDS
+from imgtool.crit.convert import to_dict
+from imgtool.format import magic
+from imgtool.format.pb import message_class
+from imgtool.format.pb._schema import MODULE_OF
+from imgtool.format.registry import KINDS
 
 from corpus import ROOT
 
@@ -23,12 +23,12 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("grpc_tools") is None,
-                    reason="grpcio-tools (the dev extra) is needed to regenerate imgtool/pb")
+                    reason="grpcio-tools (the dev extra) is needed to regenerate imgtool/format/pb")
 def test_generated_code_is_fresh(tmp_path: Path) -> None:
     import gen_pb
 
     gen_pb.generate(tmp_path)
-    committed = ROOT / "imgtool" / "pb"
+    committed = ROOT / "imgtool" / "format" / "pb"
     fresh = sorted(p.name for p in tmp_path.iterdir())
     assert fresh == sorted(p.name for p in committed.iterdir() if p.suffix in (".py", ".pyi") and p.stem != "__init__")
     stale = [name for name in fresh if (tmp_path / name).read_text() != (committed / name).read_text()]
@@ -52,14 +52,15 @@ def test_task_state_labels_follow_criu_c_code() -> None:
 def test_classes_are_those_of_the_generated_modules() -> None:
     # message_class builds them from _schema.py (upb); importing the *_pb2 modules afterwards gives the same.
     for name, module in MODULE_OF.items():
-        assert message_class(name) is getattr(importlib.import_module(f"imgtool.pb.{module}"), name), name
+        assert message_class(name) is getattr(importlib.import_module(f"imgtool.format.pb.{module}"), name), name
 
 
 _PURE_PYTHON_CHECK = """
 import io, sys
 from google.protobuf.internal import api_implementation
-from imgtool.image import Image
-from imgtool.jsonout import write_document
+from imgtool.crit import decode
+from imgtool.format.image import Image
+from imgtool.crit.jsonout import write_document
 from corpus import SAMPLES, golden_files
 assert api_implementation.Type() == "python"
 checked = 0
@@ -68,7 +69,7 @@ for golden in golden_files():
         continue
     out = io.StringIO()
     with Image.open(golden.image) as image:
-        write_document(out, image.magic, image.json_batches(golden.pretty), golden.pretty)
+        write_document(out, image.magic, decode.json_batches(image, golden.pretty), golden.pretty)
     assert out.getvalue() == golden.json.read_text().rstrip("\\n"), golden.id
     checked += 1
 print(checked)

@@ -16,10 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import imgtool
-from imgtool import search
-from imgtool.cli import main
-from imgtool.memory import AddressSpace, UnmappedAddressError, address_space
-from imgtool.search import (
+from imgtool.cli.main import main
+from imgtool.memory import search
+from imgtool.memory.search import (
     Literal,
     Regex,
     SearchError,
@@ -28,7 +27,8 @@ from imgtool.search import (
     search_dump,
     search_space,
 )
-from imgtool.synth import SynthTask, SynthVma, build_dump, marked_pages
+from imgtool.memory.space import AddressSpace, UnmappedAddressError, address_space
+from imgtool.testing.synth import SynthTask, SynthVma, build_dump, marked_pages
 
 from corpus import CORPUS
 

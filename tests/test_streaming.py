@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 import imgtool
-from imgtool import search
-from imgtool.memdiff import MemoryComparer, side_of
-from imgtool.search import Literal, extract, search_dump, search_space, spaces
-from imgtool.synth import generate
+from imgtool.analysis.memdiff import MemoryComparer, side_of
+from imgtool.memory import search
+from imgtool.memory.search import Literal, extract, search_dump, search_space, spaces
+from imgtool.testing.synth import generate
 
 NEEDLE = b"STREAMING-NEEDLE-5b1f"
 BOUND = 32 << 20          # a few 8 MiB windows, far below the 256 MiB of pages
@@ -94,7 +94,7 @@ def test_diff_of_identical_copies_streams(chain: list[Path], tmp_path: Path) -> 
 
 def test_summary_does_not_index_all_memory(tmp_path: Path) -> None:
     """summary reads argv through a windowed index: a 262,145-entry pagemap is never held (its index is ~14 MiB)."""
-    from imgtool.commands.inspect import summarize
+    from imgtool.cli.commands.inspect import summarize
 
     (dump,) = generate(tmp_path, seed=12, gib=1, fragmented=True, sparse=True)
     with imgtool.open(dump) as opened:

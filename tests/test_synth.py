@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import imgtool
-from imgtool.image import Image
-from imgtool.search import Literal, search_dump
-from imgtool.synth import PAGE, SHMEM_BASE, generate, scale_corpus_dump
+from imgtool.format.image import Image
+from imgtool.memory.search import Literal, search_dump
+from imgtool.testing.synth import PAGE, SHMEM_BASE, generate, scale_corpus_dump
 
 from corpus import CORPUS, SAMPLES
 

@@ -1,0 +1,111 @@
+"""``imgtool check`` (will criu restore succeed here?) and ``imgtool restore`` (check, then restore)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from imgtool import open as open_dump
+from imgtool.analysis.checks import ERROR, INFO, WARNING, Context, Finding, run_checks
+from imgtool.analysis.checks.host import find_criu
+from imgtool.errors import ImgtoolError
+
+STYLE = {ERROR: "bold red", WARNING: "yellow", INFO: "dim"}
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="predict whether criu restore of a dump will succeed on this host")
+    _common(p)
+    p.add_argument("--offline", action="store_true", help="image checks only, nothing about this host")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_check)
+    p = sub.add_parser("restore", help="check a dump, then run the real criu restore")
+    _common(p)
+    p.add_argument("--force", action="store_true", help="restore even when checks predict failure")
+    p.add_argument("--auto-options", action="store_true", help="add the criu options the dump needs")
+    p.set_defaults(func=cmd_restore)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", help="image directory or checkpoint archive")
+    p.add_argument("--root", help="where the dump's files are expected (default /, or criu's --root)")
+    p.add_argument("--criu", help="criu binary (default: $IMGTOOL_CRIU, scripts/get-criu.sh's build, PATH)")
+
+
+def _context(args: argparse.Namespace, dump) -> Context:
+    options = list(args.extra)  # what follows "--" on the command line
+    ctx = Context(dump, criu_options=options, criu=find_criu(args.criu), offline=getattr(args, "offline", False))
+    root = args.root or ctx.option_value("--root")
+    if root:
+        ctx.root = Path(root)
+    return ctx
+
+
+def show(findings: list[Finding], ctx: Context) -> None:
+    from imgtool.render.console import console
+
+    out = console()
+    for f in findings:
+        where = f" [dim]({f.image}{'' if f.entry is None else f' entry {f.entry}'})[/]" if f.image else ""
+        out.print(f"[{STYLE[f.severity]}]{f.severity:7}[/] [bold]{f.code}[/]: {f.message}{where}", highlight=False)
+        if f.hint:
+            out.print(f"         [cyan]→ {f.hint}[/]", highlight=False)
+    errors = sum(f.severity == ERROR for f in findings)
+    warnings = sum(f.severity == WARNING for f in findings)
+    with_opts = f" with criu options {ctx.describe_options()}"
+    if errors:
+        out.print(f"[bold red]criu restore{with_opts} will fail[/]: {errors} error(s), {warnings} warning(s).")
+    else:
+        out.print(f"[bold green]No errors[/]: criu restore{with_opts} should succeed ({warnings} warning(s)).")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from imgtool.render.console import emit_json
+
+    with open_dump(args.dir) as dump:
+        ctx = _context(args, dump)
+        findings = run_checks(ctx)
+        if args.json:
+            emit_json({"dump": str(dump.path), "criu_options": ctx.criu_options,
+                       "errors": sum(f.severity == ERROR for f in findings),
+                       "findings": [f.to_json() for f in findings]})
+        else:
+            show(findings, ctx)
+    return 1 if any(f.severity == ERROR for f in findings) else 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from imgtool.render.console import console
+
+    with open_dump(args.dir) as dump:
+        ctx = _context(args, dump)
+        findings = run_checks(ctx)
+        if args.auto_options:
+            added = sorted({f.option for f in findings if f.option and not ctx.has_option(f.option)})
+            if added:
+                console(stderr=True).print(f"adding criu options: {' '.join(added)}")
+                ctx.criu_options += added
+                findings = run_checks(ctx)
+        errors = [f for f in findings if f.severity == ERROR]
+        if errors:
+            show(findings, ctx)
+            if not args.force:
+                console(stderr=True).print("refusing to restore (use --force to try anyway)")
+                return 1
+        if ctx.criu is None:
+            raise ImgtoolError("no criu binary: install CRIU >= 4.1 or pass --criu PATH")
+        return run_criu_restore(ctx.criu, dump.path, ctx.criu_options)
+
+
+def run_criu_restore(criu: Path, images: Path, options: list[str]) -> int:
+    """Run criu restore, its output passed through; logs go to a work dir outside the dump."""
+    cmd = [str(criu), "restore", "-D", str(images), *options]
+    if not any(o in ("-W", "--work-dir") or o.startswith("--work-dir=") for o in options):
+        work = tempfile.mkdtemp(prefix="imgtool-restore-")
+        cmd += ["--work-dir", work]
+        print(f"imgtool: criu work dir (logs, stats): {work}", file=sys.stderr)
+    print("imgtool: running " + " ".join(cmd), file=sys.stderr)
+    return subprocess.run(cmd, check=False).returncode

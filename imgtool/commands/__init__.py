@@ -1,5 +1,0 @@
-"""CLI subcommands beyond crit's verbs; each module has ``add_parsers(subparsers)``.
-
-Every module is imported to build the parser, so rich and ``render`` are imported inside the commands that
-print with them: a plain ``imgtool decode`` or ``imgtool x`` starts without them.
-"""
