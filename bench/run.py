@@ -158,7 +158,7 @@ assert found == 1, found
 
 IMGTOOL_READ = """
 import imgtool
-from imgtool.memory.search import extract
+from imgtool.memory.extract import extract
 {clock}
 with imgtool.open(sys.argv[1]) as dump, open("/dev/null", "wb") as out:
     space = dump.task(int(sys.argv[2])).memory
@@ -167,7 +167,7 @@ assert total > 0
 """
 
 IMPORTS_IMGTOOL = """
-import imgtool, imgtool.search
+import imgtool, imgtool.memory.search
 from imgtool.format.pb import message_class
 for name in ("pstree_entry", "mm_entry", "pagemap_entry", "pagemap_columns"):
     message_class(name)

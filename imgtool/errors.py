@@ -45,6 +45,14 @@ class RawImageError(FormatError):
     """A raw image (pages, ip tool dumps, tarballs) was asked for entries."""
 
 
+class WrongKindError(FormatError):
+    """An image file holds a valid image of another kind than its name says (a ghost file saved as pstree.img)."""
+
+
+class ParentLinkError(ImgtoolError):
+    """A dump's ``parent`` link cannot be followed: it loops, or points back at a dump of its own chain."""
+
+
 class EncodeError(ImgtoolError):
     """A crit-style JSON document cannot be turned back into an image."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -135,3 +136,170 @@ def test_tasks_with_new_pids_are_matched_by_key(tmp_path: Path) -> None:
     result = _diff(dump("a", (100, 101)), dump("b", (200, 201)), only=["tasks"])
     assert [(m.a, m.b, m.how) for m in result.matches] == [(100, 200, "key"), (101, 201, "key")]
     assert result.equal
+
+
+# ---------------------------------------------------------------- every pair of real dumps
+
+
+def _corpus_dumps() -> list[Path]:
+    """Every image dir of the corpus, the podman archive and its unpacked checkpoint."""
+    dirs = sorted(p.parent for p in CORPUS.glob("*/images*/inventory.img"))
+    return [*dirs, CORPUS / "podman" / "extracted" / "checkpoint", CORPUS / "podman" / "checkpoint.tar.gz"]
+
+
+@needs_corpus
+def test_every_ordered_pair_of_corpus_dumps_diffs_clean() -> None:
+    """Both orders of every pair, every default facet (memory too): a result or an ImgtoolError, nothing else."""
+    from imgtool.errors import ImgtoolError
+
+    dumps = _corpus_dumps()
+    pairs = list(itertools.permutations(dumps, 2))
+    assert len(dumps) >= 12 and len(pairs) >= 130
+    failed = []
+    for a, b in pairs:
+        try:
+            result = _diff(a, b)
+        except ImgtoolError:
+            continue
+        except Exception as exc:   # collected, reported together
+            failed.append(f"{a.relative_to(CORPUS)} → {b.relative_to(CORPUS)}: {type(exc).__name__}: {exc}")
+            continue
+        json.dumps(result.to_json(), default=lambda v: v.to_json())   # the JSON of every change can be made
+        for change in result.changes:
+            str(change)
+    assert failed == []
+
+
+@needs_corpus
+@pytest.mark.parametrize(("a", "b", "options"), [
+    ("twice/images-b", "twice/images-a", []),
+    ("twice/images-b", "twice/images-a", ["--json"]),
+    ("twice/images-a", "twice/images-b", ["--page-ranges"]),
+    ("container/images", "loop-sh/images", ["--json", "--page-ranges"]),
+    ("ns/images", "podman/checkpoint.tar.gz", []),
+    ("podman/checkpoint.tar.gz", "container/images", ["--stat"]),
+    ("tree/images", "threads/images", ["--only", "tasks,vmas,memory"]),
+    ("incremental/images-1", "incremental/images-0", ["--page-ranges"]),
+])
+def test_cli_on_corpus_pairs(a: str, b: str, options: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(["diff", str(CORPUS / a), str(CORPUS / b), *options])
+    out, err = capsys.readouterr()
+    assert status in (0, 1), err
+    assert err == ""
+    if "--json" in options:
+        doc = json.loads(out)
+        assert doc["a"] == str(CORPUS / a) and doc["equal"] == (status == 0)
+
+
+# ---------------------------------------------------------------- mappings: added, removed, resized, changed
+
+PAGE = 4096
+BASE = 0x7F0000000000
+
+
+def _vma_dump(folder: Path, *vmas) -> Path:
+    from imgtool.testing.synth import SynthTask, build_dump
+
+    return build_dump(folder, [SynthTask(7, "synth", vmas=list(vmas))])
+
+
+def _vma_changes(tmp_path: Path, old: list, new: list) -> list:
+    a = _vma_dump(tmp_path / "a", *old)
+    b = _vma_dump(tmp_path / "b", *new)
+    return _diff(a, b, only=["vmas"]).changes
+
+
+def test_grown_vma_is_one_resized_change(tmp_path: Path) -> None:
+    """The kernel merged a new mapping into its neighbour: the mapping grew, it was not removed and re-added."""
+    from imgtool.testing.synth import SynthVma
+
+    (change,) = _vma_changes(tmp_path, [SynthVma.anon(BASE, 4 * PAGE)], [SynthVma.anon(BASE, 8 * PAGE)])
+    assert (change.kind, change.path) == ("resized", ("task 7", f"vma {BASE:x}"))
+    assert (change.old["start"], change.old["end"]) == (BASE, BASE + 4 * PAGE)
+    assert (change.new["start"], change.new["end"]) == (BASE, BASE + 8 * PAGE)
+    assert str(change) == (f"task 7 › vma {BASE:x}: grew at the end by 16 KiB: "
+                           f"{BASE:x}-{BASE + 4 * PAGE:x} → {BASE:x}-{BASE + 8 * PAGE:x}")
+
+
+def test_vma_classification(tmp_path: Path) -> None:
+    from imgtool.testing.synth import SynthVma
+
+    anon = SynthVma.anon
+    old = [anon(BASE, 4 * PAGE),                       # shrinks at the start
+           anon(BASE + 16 * PAGE, 4 * PAGE),           # grows at the start (into a new mapping's place)
+           anon(BASE + 32 * PAGE, PAGE),               # removed
+           SynthVma(BASE + 40 * PAGE, BASE + 42 * PAGE, prot=1)]   # same range, now rw-
+    new = [anon(BASE + PAGE, 3 * PAGE),
+           anon(BASE + 14 * PAGE, 6 * PAGE),
+           anon(BASE + 40 * PAGE, 2 * PAGE),
+           anon(BASE + 50 * PAGE, PAGE)]               # added
+    found = [(c.kind, c.path[-1], str(c).split(": ", 1)[1]) for c in _vma_changes(tmp_path, old, new)]
+    assert found == [
+        ("resized", f"vma {BASE:x}", f"shrank at the start by 4 KiB: {BASE:x}-{BASE + 4 * PAGE:x} → "
+                                     f"{BASE + PAGE:x}-{BASE + 4 * PAGE:x}"),
+        ("resized", f"vma {BASE + 16 * PAGE:x}", f"grew at the start by 8 KiB: {BASE + 16 * PAGE:x}-"
+                                                 f"{BASE + 20 * PAGE:x} → {BASE + 14 * PAGE:x}-{BASE + 20 * PAGE:x}"),
+        ("removed", f"vma {BASE + 32 * PAGE:x}", f"removed ({BASE + 32 * PAGE:x}-{BASE + 33 * PAGE:x} rw-)"),
+        ("changed", "prot", "r-- → rw-"),
+        ("added", f"vma {BASE + 50 * PAGE:x}", f"added ({BASE + 50 * PAGE:x}-{BASE + 51 * PAGE:x} rw-)"),
+    ]
+
+
+def test_split_vma_keeps_the_larger_part_as_resized(tmp_path: Path) -> None:
+    """mprotect of the end of a mapping splits it: the first part shrank, the second is new."""
+    from imgtool.testing.synth import SynthVma
+
+    changes = _vma_changes(tmp_path, [SynthVma.anon(BASE, 8 * PAGE)],
+                           [SynthVma.anon(BASE, 6 * PAGE), SynthVma(BASE + 6 * PAGE, BASE + 8 * PAGE, prot=1)])
+    assert [(c.kind, c.path[-1]) for c in changes] == [("resized", f"vma {BASE:x}"),
+                                                       ("added", f"vma {BASE + 6 * PAGE:x}")]
+
+
+def test_json_shows_vmas_as_objects_with_integer_addresses(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from imgtool.testing.synth import SynthVma
+
+    a = _vma_dump(tmp_path / "a", SynthVma.anon(BASE, 4 * PAGE), SynthVma.anon(BASE + 32 * PAGE, PAGE))
+    b = _vma_dump(tmp_path / "b", SynthVma.anon(BASE, 8 * PAGE), SynthVma(BASE + 64 * PAGE, BASE + 65 * PAGE, prot=5))
+    assert main(["diff", str(a), str(b), "--only", "vmas", "--json"]) == 1
+    changes = {c["kind"]: c for c in json.loads(capsys.readouterr().out)["changes"]}
+    assert set(changes) == {"resized", "removed", "added"}
+    assert changes["added"]["new"] == {"start": BASE + 64 * PAGE, "end": BASE + 65 * PAGE, "prot": 5,
+                                       "flags": 0x22, "status": changes["added"]["new"]["status"], "backing": ""}
+    assert changes["removed"]["old"]["start"] == BASE + 32 * PAGE and changes["removed"]["new"] is None
+    assert (changes["resized"]["old"]["end"], changes["resized"]["new"]["end"]) == (BASE + 4 * PAGE, BASE + 8 * PAGE)
+    for change in changes.values():
+        for side in ("old", "new"):
+            if change[side] is not None:
+                assert {type(change[side][k]) for k in ("start", "end", "prot", "flags", "status")} == {int}
+
+
+# ---------------------------------------------------------------- --pid, the facet registry
+
+
+def test_pid_in_neither_dump_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    fds = str(SAMPLES / "fds")
+    assert main(["diff", fds, fds, "--pid", "4"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith("imgtool: error: ") and "pid 4" in err
+    assert main(["diff", fds, fds, "--pid", "13375", "--only", "tasks"]) == 0
+
+
+def test_a_facet_is_one_registered_function(capsys: pytest.CaptureFixture[str]) -> None:
+    from imgtool.analysis.diff import Change, facet, registry
+
+    @facet("comm-length", order=15, default=False, help="length of the command name")
+    def comm_length(pair):   # a made-up facet, to see one function is all a facet takes
+        yield Change("comm-length", (*pair.base, "comm length"), "changed", len(pair.a.comm), 0)
+
+    try:
+        result = _diff(SAMPLES / "fds", SAMPLES / "fds", only=["comm-length"])
+        assert [str(c) for c in result.changes] == ["task 13375 › comm length: 3 → 0"]
+        assert _diff(SAMPLES / "fds", SAMPLES / "fds", only=["tasks"]).equal   # not a default facet
+        with pytest.raises(SystemExit):
+            main(["diff", "--help"])
+        help_text = capsys.readouterr().out
+        for f in registry.registered():
+            assert f.name in help_text and f.help.split(",")[0] in " ".join(help_text.split())
+    finally:
+        del registry._REGISTRY["comm-length"]

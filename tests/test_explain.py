@@ -144,6 +144,7 @@ class Case:
     operation: str = "restore"
     before: tuple[str, ...] = ()  # context lines between the header and the error
     after: tuple[str, ...] = ()  # continuation lines CRIU prints right after the error
+    version: str = "4.2.1"  # of the CRIU that wrote the log (its "Version:" line)
 
 
 CASES = [
@@ -174,8 +175,30 @@ CASES = [
          "--ext-unix-sk option.", "--ext-unix-sk", operation="dump"),
     Case("file-locks", "(00.030108) Error (criu/file-lock.c:110): Some file locks are hold by dumping tasks! You can "
          "try --file-locks to dump them.", "--file-locks", operation="dump"),
-    Case("mount-no-root", "(00.030001) Error (criu/mount.c:753): mnt: 1024:/data doesn't have a proper root mount",
-         "--external mnt[/data]", operation="dump"),
+    Case("mount-no-root", "(00.030001) Error (criu/mount.c:753): mnt: 1024:./data doesn't have a proper root mount",
+         "--external 'mnt[/data]:KEY'", operation="dump"),
+    # the form of older CRIU (no mount id, no "mnt: " prefix), as the issue quotes it
+    Case("mount-no-root", "(00.030001) Error (criu/mount.c:740): ./dev/console doesn't have a proper root mount",
+         "--external 'mnt[/dev/console]:KEY'", operation="dump"),
+    Case("ghost-limit", "(00.095436) Error (criu/files-reg.c:1031): Can't dump ghost file /var/tmp/big.tmp of "
+         "1052672 size, increase limit", "--ghost-limit 2M", operation="dump"),
+    Case("ghost-limit", "(00.095436) Error (criu/files-reg.c:1031): Can't dump ghost file /var/tmp/small.tmp of "
+         "8192 size, increase limit", "--ghost-limit 8K", operation="dump"),
+    Case("nested-pidns", "(00.098190) Error (criu/namespaces.c:460): Can't dump nested pid namespace for 4250",
+         "criu dump -t <host PID of its init>", operation="dump",
+         after=("(00.098192) Error (criu/namespaces.c:700): Can't make pidns id",)),
+    Case("nested-namespace", "(00.098190) Error (criu/namespaces.c:460): Can't dump nested uts namespace for 4250",
+         "root task's uts namespace", operation="dump"),
+    Case("unsupported-fd", "(00.063611) Error (criu/files-ext.c:94): Can't dump file 5 of that type [600] (anon "
+         "anon_inode:[io_uring])", "close fd 5", operation="dump"),
+    Case("pidfd-outside", "(00.077626) Error (criu/pidfd.c:97): pidfd: pidfd pid 4100 is not a part of process "
+         "tree..", "contains process 4100", operation="dump"),
+    Case("unix-half-stream", "(00.055921) Error (criu/sk-unix.c:881): unix: Can't dump half of stream unix "
+         "connection. name: (null); peer name: /run/app.sock", "--external 'unix[81233]'", operation="dump",
+         before=("(00.055920) unix: \tExt stream not supported: ino 81234 peer_ino 81233 family    1 type    1 "
+                 "state  1 name /run/app.sock",)),
+    Case("shell-job", "(00.054486) Error (criu/tty.c:410): tty: Found slave peer index 3 without correspond master "
+         "peer", "--shell-job", operation="dump"),
     Case("mount-root-needed", "(00.088795)      1: Error (criu/mount.c:48): mnt: BUG at criu/mount.c:48", "--root"),
     Case("ext-mount-auto", "(00.050001)      1: Error (criu/mount.c:3120): mnt: Mount 345:/srv is autodetected "
          'external mount. Try "--ext-mount-map auto" to allow them.', "--ext-mount-map auto"),
@@ -193,7 +216,8 @@ CASES = [
     Case("missing-plugin", "(00.026001) Error (criu/image.c:198): Missing required plugin: amdgpu_plugin",
          "--libdir"),
     Case("image-too-old", "(00.026001) Error (criu/image.c:52): Too old image, no longer supported", "older CRIU"),
-    Case("image-version", "(00.026001) Error (criu/image.c:89): Not supported images version 3", "CRIU version"),
+    Case("image-version", "(00.026001) Error (criu/image.c:89): Not supported images version 3",
+         "crit show inventory.img"),
     Case("image-corrupt", "(00.026001) Error (criu/image.c:563): Magic doesn't match for core-4242.img",
          "imgtool info core-4242.img"),
     Case("image-corrupt", "(00.026001) Error (criu/image.c:554): Head magic doesn't match for pstree.img",
@@ -204,6 +228,10 @@ CASES = [
          "page from image", "pages-*.img"),
     Case("pages-truncated", "(00.045001)   4242: Error (criu/pagemap.c:256): Can't read mapping page 0: Success",
          "pages-*.img"),
+    Case("version-mismatch", "(00.045001)   4242: Error (criu/pagemap.c:256): Can't read mapping page 0: Success",
+         "CRIU 4.2 or newer", version="4.1"),
+    Case("version-mismatch", "(00.045001)   4242: Error (criu/pagemap.c:426): Reached EOF unexpectedly while "
+         "reading page from image", "dump again with CRIU 3.19", version="3.19"),
     Case("image-truncated", "(00.026001) Error (criu/protobuf.c:72): Unexpected EOF on core-4242.img",
          "dump again"),
     Case("image-truncated", "(00.026001) Error (criu/image.c:887): Unexpected EOF", "dump again"),
@@ -263,7 +291,8 @@ CASES = [
 
 def synthetic_log(case: Case) -> tuple[str, int]:
     """A log as CRIU writes it around the error: header, RLIMIT noise, context, error, cascade. And its line."""
-    lines = ["(00.000000) CRIU run id = 0f2c47bd-4308-4507-9c6e-83efdc2e8207", "(00.000062) Version: 4.2.1 (gitid 0)",
+    lines = ["(00.000000) CRIU run id = 0f2c47bd-4308-4507-9c6e-83efdc2e8207",
+             f"(00.000062) Version: {case.version} (gitid 0)",
              RLIMIT_NOISE, *OPERATION_LINES[case.operation], *case.before]
     error_line = len(lines) + 1
     lines += [case.error, *case.after, *CASCADE_LINES[case.operation]]
@@ -497,7 +526,7 @@ def test_cli_rich_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     out = " ".join(capsys.readouterr().out.split())
     assert out.startswith("FAILED criu restore")
     assert f"line {synthetic_log(case)[1]}:" in out
-    assert "ext-mount-map" in out and "--external mnt[KEY]:HOST_PATH" in out
+    assert "ext-mount-map" in out and "--external 'mnt[KEY]:HOST_PATH'" in out
 
 
 def test_cli_exit_zero_on_success(capsys: pytest.CaptureFixture[str]) -> None:

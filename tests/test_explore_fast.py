@@ -22,10 +22,14 @@ DUMP = SimpleNamespace(file_table=_Files())
 
 
 def crit_rss(vmas: list, entries: list[tuple[int, int]]) -> list[str]:
-    """crit 4.2's explore_rss loop (crit/__main__.py), for one task."""
+    """crit 4.2's explore_rss loop (crit/__main__.py), for one task; except that crit fails with IndexError on a
+    task with pagemap entries and no VMAs, where imgtool prints the entries alone."""
     lines, vmi, pvmi = [], 0, -1
     for vaddr, nr_pages in entries:
         pstr = "\t%lx / %-8d" % (vaddr, nr_pages)
+        if not vmas:
+            lines.append("%-24s" % pstr)
+            continue
         while vmi < len(vmas) and vmas[vmi].end <= vaddr:
             vmi += 1
         pme, vstr = vaddr + (nr_pages << 12), ""

@@ -10,7 +10,9 @@ import pytest
 
 import imgtool
 from imgtool.format import pagemap
-from imgtool.memory.space import DumpMemory, ExtentIndex, cmdline_of
+from imgtool.memory.chain import DumpMemory
+from imgtool.memory.extents import ExtentIndex
+from imgtool.memory.space import cmdline_of
 from imgtool.testing.synth import generate
 
 from corpus import CORPUS, SAMPLES
@@ -82,7 +84,7 @@ def test_index_does_not_depend_on_batch_size(tmp_path: Path, monkeypatch: pytest
 
     def arrays(path: Path) -> list[list[list[int]]]:
         with imgtool.open(path) as dump:
-            return [[list(a) for a in (i.starts, i.ends, i.offsets)] for i in (t.memory._extents for t in dump.tasks)]
+            return [[list(a) for a in (i.starts, i.ends, i.offsets)] for i in (t.memory.index for t in dump.tasks)]
 
     whole = arrays(dumps[-1])
     monkeypatch.setattr(pagemap, "_CHUNK", 333)         # batches of a few entries, cut anywhere
@@ -94,7 +96,7 @@ def _indexes(path: Path) -> list[list[list[int]]]:
     with imgtool.open(path) as dump:
         out = []
         for task in dump.tasks:
-            index = task.memory._extents
+            index = task.memory.index
             names = [str(index.files[i].path) for i in index.file_ids]
             out.append([list(index.starts), list(index.ends), names, list(index.offsets)])
         return out

@@ -301,8 +301,6 @@ def test_cli_encode_refuses_a_nopl_document(tmp_path: Path, capsys: pytest.Captu
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipes.json"]
 
 
-ENCODE_GAP = ("BUG: encode writes whatever extra it is given (or none) without checking it against the message, "
-              "so lossy or inconsistent documents become images that imgtool itself cannot read")
 
 
 @pytest.mark.parametrize("entry", [

@@ -115,3 +115,72 @@ def test_memory_comparison_streams(tmp_path: Path) -> None:
     tracemalloc.stop()
     assert detail["changed"] == len(range(0, count, 100)) and detail["equal"] == count - detail["changed"]
     assert peak < 8 << 20
+
+
+def test_older_dump_maps_memory_the_newer_does_not(tmp_path: Path) -> None:
+    """Pages of a mapping only the older dump has are "removed" in that mapping (was a TypeError, exit 1)."""
+    kept, gone = SynthVma.anon(BASE, 4 * PAGE), SynthVma.anon(BASE + 64 * PAGE, 2 * PAGE)
+    old = build_dump(tmp_path / "a", [SynthTask(7, "synth", vmas=[kept, gone],
+                                                pages={BASE: b"same", BASE + PAGE: b"old",
+                                                       BASE + 64 * PAGE: b"gone", BASE + 65 * PAGE: b"gone"})])
+    new = build_dump(tmp_path / "b", [SynthTask(7, "synth", vmas=[kept], pages={BASE: b"same", BASE + PAGE: b"new"})])
+    found = _memory(old, new)
+    assert list(found) == [f"vma {BASE:x}-{BASE + 4 * PAGE:x}", f"vma {BASE + 64 * PAGE:x}-{BASE + 66 * PAGE:x}"]
+    assert found[f"vma {BASE:x}-{BASE + 4 * PAGE:x}"]["changed"] == 1
+    assert found[f"vma {BASE + 64 * PAGE:x}-{BASE + 66 * PAGE:x}"]["removed"] == 2
+    back = _memory(new, old)          # and the other way: added, in the newer dump's mapping
+    assert back[f"vma {BASE + 64 * PAGE:x}-{BASE + 66 * PAGE:x}"]["added"] == 2
+
+
+def test_pages_beyond_a_shrunk_mapping_count_in_the_older_mapping(tmp_path: Path) -> None:
+    old = build_dump(tmp_path / "a", [SynthTask(7, "synth", vmas=[SynthVma.anon(BASE, 8 * PAGE)],
+                                                pages={BASE + i * PAGE: b"p%d" % i for i in range(8)})])
+    new = build_dump(tmp_path / "b", [SynthTask(7, "synth", vmas=[SynthVma.anon(BASE, 4 * PAGE)],
+                                                pages={BASE + i * PAGE: b"p%d" % i for i in range(4)})])
+    found = _memory(old, new)
+    assert found == {f"vma {BASE:x}-{BASE + 8 * PAGE:x}": found[f"vma {BASE:x}-{BASE + 8 * PAGE:x}"]}
+    assert found[f"vma {BASE:x}-{BASE + 8 * PAGE:x}"]["removed"] == 4
+
+
+@needs_corpus
+@pytest.mark.parametrize(("a", "b"), [("twice/images-b", "twice/images-a"), ("container/images", "loop-sh/images"),
+                                      ("ns/images", "container/images")])
+def test_newest_first_and_other_programs(a: str, b: str) -> None:
+    found = _memory(CORPUS / a, CORPUS / b)
+    assert found
+    if a.startswith("twice"):   # b's extra heap string is not in a
+        heap = found["vma 556a13dbb000-556a13ddc000"]
+        assert heap["removed"] == 1 and heap["changed"] == 2
+
+
+def test_people_output_lists_changed_page_ranges(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old = {BASE + i * PAGE: b"X%05d" % i for i in range(10)}
+    new = {**old, BASE + 2 * PAGE: b"X00002-changed", BASE + 3 * PAGE: b"X00003-changed"}
+    a, b = _synth(tmp_path / "a", old), _synth(tmp_path / "b", new)
+    assert cli.main(["diff", str(a), str(b), "--only", "memory", "--page-ranges"]) == 1
+    out = capsys.readouterr().out
+    assert f"{BASE + 2 * PAGE:#x}-{BASE + 4 * PAGE:#x} (8.0 KiB)" in out
+    assert f"{BASE + 2 * PAGE:#x}: bytes 6-13" in out
+    assert cli.main(["diff", str(a), str(b), "--only", "memory"]) == 1
+    assert f"{BASE + 2 * PAGE:#x}-" not in capsys.readouterr().out
+
+
+def test_progress_is_a_callback(tmp_path: Path) -> None:
+    """The caller is told the bytes to compare and how far it got (analysis draws no progress bar itself)."""
+    seen: dict[str, list[int]] = {"total": [], "advance": [], "closed": []}
+
+    class Sink:
+        def advance(self, n: int) -> None:
+            seen["advance"].append(n)
+
+        def close(self) -> None:
+            seen["closed"].append(1)
+
+    def factory(total: int) -> Sink:
+        seen["total"].append(total)
+        return Sink()
+
+    old = {BASE + i * PAGE: b"X%05d" % i for i in range(10)}
+    a, b = _synth(tmp_path / "a", old), _synth(tmp_path / "b", {**old, BASE + 20 * PAGE: b"new"})
+    _memory(a, b, progress=factory)
+    assert seen["total"] == [21 * PAGE] and sum(seen["advance"]) == 21 * PAGE and seen["closed"] == [1]

@@ -14,21 +14,12 @@ from hypothesis import strategies as st
 
 import imgtool
 from imgtool.crit import decode
-from imgtool.errors import FormatError, ImgtoolError
+from imgtool.errors import FormatError, ImgtoolError, NotDumpedError, UnmappedAddressError
 from imgtool.format.image import Image, image_bytes
 from imgtool.format.pb import message_class
-from imgtool.memory.search import extract
-from imgtool.memory.space import (
-    AddressSpace,
-    NotDumpedError,
-    UnmappedAddressError,
-    address_space,
-    cmdline,
-    environ,
-    memory_of,
-    release,
-    shmem_id,
-)
+from imgtool.memory.extract import extract
+from imgtool.memory.shmem import shmem_id
+from imgtool.memory.space import AddressSpace, address_space, cmdline, environ
 from imgtool.model.dump import Dump
 from imgtool.testing.synth import SynthShmem, SynthTask, SynthVma, build_dump, marked_pages
 
@@ -217,7 +208,7 @@ def expected_level(i: int) -> int:
 
 def assert_apart(space: AddressSpace) -> None:
     """No extent continues the one before it (same file, next offset): the index merged all it could."""
-    e = space._extents
+    e = space.index
     for i in range(1, len(e)):
         touching = (e.starts[i] == e.ends[i - 1] and e.file_ids[i] == e.file_ids[i - 1]
                     and e.offsets[i] == e.offsets[i - 1] + e.ends[i - 1] - e.starts[i - 1])
@@ -379,9 +370,9 @@ def test_synthetic_images_decode_and_nothing_is_written_to_the_dump(tmp_path: Pa
         task = dump.task(7)
         assert (task.comm, task.state) == ("synth", "alive")
         address_space(task).read(BASE, 64 * PAGE)
-        files = memory_of(dump).files
+        files = dump.memory_store.files
         assert [f.path.name for f in files] == ["pages-1.img"]
-        release(dump)
+        dump.close()
         assert all(f.data.closed for f in files)
     assert sorted(os.listdir(path)) == before
 

@@ -297,8 +297,6 @@ def test_pagemap_regular_entries_take_the_columnar_path() -> None:
     assert items[0].nr_pages == list(range(1, 501))
 
 
-QUADRATIC = ("BUG: pagemap.read rescans up to _CHUNK bytes with the frame regex for every irregular frame, "
-             "so a pagemap whose entries all carry an extra field is O(n * chunk)")
 
 
 def test_pagemap_irregular_frames_are_not_quadratic() -> None:
@@ -458,8 +456,6 @@ BAD_UTF8_FILES = ("files.img", _FILES.replace(b"/tmp", b"/\xf4mp", 1))  # bug: i
 BAD_UTF8_UTSNS = ("utsns-1.img", framing.header_for("UTSNS").build() + b"\x03\x00\x00\x00\x0a\x01\xff")
 OVERLONG_PAGEMAP = ("pagemap-1.img",  # an 11-byte varint (used to escape as a protobuf DecodeError)
                     image_bytes("PAGEMAP", [_HEAD(pages_id=1), b"\x08" + b"\x80" * 10 + b"\x01\x10\x00"]))
-ONLY_IMGTOOL_ERRORS = ("BUG: a proto2 string field holding invalid UTF-8 reaches the dicts as bytes and the JSON "
-                       "writer raises TypeError")
 
 
 @ROBUST

@@ -17,17 +17,11 @@ from hypothesis import strategies as st
 
 import imgtool
 from imgtool.cli.main import main
-from imgtool.memory import search
-from imgtool.memory.search import (
-    Literal,
-    Regex,
-    SearchError,
-    any_of,
-    extract,
-    search_dump,
-    search_space,
-)
-from imgtool.memory.space import AddressSpace, UnmappedAddressError, address_space
+from imgtool.errors import UnmappedAddressError
+from imgtool.memory import stream
+from imgtool.memory.extract import extract
+from imgtool.memory.search import Literal, Regex, SearchError, any_of, search_dump, search_space
+from imgtool.memory.space import AddressSpace, address_space
 from imgtool.testing.synth import SynthTask, SynthVma, build_dump, marked_pages
 
 from corpus import CORPUS
@@ -145,11 +139,11 @@ def test_random_needles_found_exactly_once(data: st.DataObject) -> None:
     needle = b"\xff" + data.draw(st.binary(max_size=40), label="needle")
     at = data.draw(st.integers(0, pages * PAGE - len(needle)), label="offset")
     chunk = data.draw(st.sampled_from([7, 64, 1000, PAGE, PAGE + 1, 3 * PAGE, 1 << 20]), label="chunk")
-    window = data.draw(st.sampled_from([7, 100, PAGE, 3 * PAGE + 5, search.WINDOW]), label="window")
+    window = data.draw(st.sampled_from([7, 100, PAGE, 3 * PAGE + 5, stream.WINDOW]), label="window")
     in_child = data.draw(st.sets(st.integers(0, pages - 1)), label="pages in the child")
     content = filler(pages)
     content[at:at + len(needle)] = needle
-    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(search, "WINDOW", window):
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(stream, "WINDOW", window):
         parent = build_dump(Path(tmp, "p"), [SynthTask(1, vmas=[SynthVma.anon(BASE, pages * PAGE)],
                                                        pages={BASE: bytes(content)})], entry_pages=1)
         own = {BASE + i * PAGE: bytes(content[i * PAGE:(i + 1) * PAGE]) for i in in_child}
@@ -178,7 +172,7 @@ def test_context_before_a_step_boundary_at_a_file_seam(tmp_path: Path) -> None:
     space = space_with(tmp_path / "c", {BASE + 10 * PAGE: bytes(content[10 * PAGE:11 * PAGE])}, 12, parent,
                        tuple((BASE + i * PAGE, 1) for i in range(12) if i != 10))
     for window in (1, 7, PAGE):
-        with mock.patch.object(search, "WINDOW", window):
+        with mock.patch.object(stream, "WINDOW", window):
             (hit,) = search_space(space, Literal(b"\xff"), chunk=7)
         assert (hit.vaddr, hit.before, hit.after) == (BASE + 11 * PAGE, bytes(content[11 * PAGE - 16:11 * PAGE]),
                                                       bytes(content[11 * PAGE + 1:11 * PAGE + 17]))

@@ -16,8 +16,9 @@ import pytest
 
 import imgtool
 from imgtool.analysis.memdiff import MemoryComparer, side_of
-from imgtool.memory import search
-from imgtool.memory.search import Literal, extract, search_dump, search_space, spaces
+from imgtool.memory import stream
+from imgtool.memory.extract import extract
+from imgtool.memory.search import Literal, search_dump, search_space, spaces
 from imgtool.testing.synth import generate
 
 NEEDLE = b"STREAMING-NEEDLE-5b1f"
@@ -112,13 +113,13 @@ def test_walks_index_nothing(chain: list[Path]) -> None:
         for space in spaces(dump):
             seen.append(space.pid)
             assert len(list(search_space(space, Literal(NEEDLE)))) == (space.pid == 1001)
-            assert space._index is None
+            assert not space.indexed
         assert seen == [1000, 1001]
     with imgtool.open(chain[0]) as old, imgtool.open(chain[-1]) as new:
         for task in new.tasks:
             a, b = side_of(old, old.task(task.pid), task.pid), side_of(new, task, task.pid)
             assert MemoryComparer().compare(a, b)
-            assert a.space._index is None and b.space._index is None
+            assert not a.space.indexed and not b.space.indexed
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +151,7 @@ def test_walk_memory_does_not_grow_with_the_extents(fragmented: dict[int, Path],
     """8x the extents, the same peak: the walks hold a batch of extents and those of one step of addresses,
     not an index of them (which would take at least 28 bytes an extent: 0.9 MiB more for the bigger dump).
     Steps of 1 MiB, so that the smaller dump fills many of them too."""
-    monkeypatch.setattr(search, "WINDOW", 1 << 20)
+    monkeypatch.setattr(stream, "WINDOW", 1 << 20)
     _, small = _peak(lambda: _walk_everything(fragmented[16]))
     _, big = _peak(lambda: _walk_everything(fragmented[128]))
     assert big < small + (256 << 10), f"{small >> 10} KiB for 4,096 extents, {big >> 10} KiB for 32,768"

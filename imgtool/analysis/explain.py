@@ -1,9 +1,9 @@
 """Explain a CRIU log: find the first real error, name its cause and say what to do.
 
 Reads the logs of ``criu dump``, ``pre-dump``, ``restore`` and ``check`` written with ``-v4 -o FILE``, and
-CRIU's stderr (lines without timestamps). The file is read in blocks and only lines holding "Error", "Warn"
-or a marker are looked at, with a cap on line length, so its size and contents (binary junk included) do
-not matter.
+CRIU's stderr (lines without timestamps). The file is read in blocks and only lines holding "Error", "Warn",
+a marker or a context line (the CRIU version, a socket's inode) are looked at, with a cap on line length, so
+its size and contents (binary junk included) do not matter.
 
 Message texts below are CRIU 4.2.1's; each rule cites the ``pr_err`` it matches as ``file:line``. Line
 numbers in a log come from the CRIU build that wrote it, so rules never depend on them.
@@ -11,9 +11,11 @@ numbers in a log come from the CRIU build that wrote it, so rules never depend o
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -22,6 +24,7 @@ Verdict = Literal["ok", "failed", "unknown"]
 Operation = Literal["dump", "restore", "pre-dump", "check"]
 
 BLOCK_BYTES = 1 << 20  # read size
+MAX_LOG_BYTES = 64 << 20  # read no more of a log than this (/dev/zero, a FIFO that never ends): the rest is ignored
 MAX_LINE_BYTES = 64 * 1024  # the rest of a longer line is skipped (binary junk has no newlines)
 MAX_TEXT_CHARS = 500  # how much of a log line an Explanation quotes
 MAX_KEPT_ERRORS = 200  # errors after these cannot change the first one
@@ -51,8 +54,21 @@ _MARKERS: dict[bytes, tuple[Operation | None, Verdict | None, str | None]] = {
     b"`- returned 0": ("restore", None, "pages-eof"),  # pie/restorer.c: pr_debug("`- returned %ld") after preadv
 }
 _MARKER_RE = re.compile(b"|".join(re.escape(m) for m in sorted(_MARKERS, key=len, reverse=True)))
+
+# Non-error lines whose values the rules' texts use (the last one before an error counts): needle -> pattern.
+_CONTEXT: dict[bytes, re.Pattern[str]] = {
+    # log.c:161  pr_info("Version: %s (gitid %s)"), the second line of every -v4 log
+    b"Version: ": re.compile(r"^\s*(?:\(\s*\d+\.\d+\)\s*)?Version: (?P<criu_version>\d+\.\d+(?:\.\d+)*)"),
+    # sk-unix.c:131 show_one_unix() before sk-unix.c:874,881: the outside peer; peer_ino is the dumped socket
+    b"Runaway socket: ": re.compile(r"Runaway socket: ino (?P<unix_peer>\d+) peer_ino (?P<unix_ino>\d+) "
+                                    r"family\s+\d+ type\s+(?P<unix_type>\d+)"),
+    b"Ext stream not supported: ": re.compile(r"Ext stream not supported: ino (?P<unix_peer>\d+) "
+                                              r"peer_ino (?P<unix_ino>\d+) family\s+\d+ type\s+(?P<unix_type>\d+)"),
+}
+NEW_PAGEMAP_VERSION = (4, 2)  # CRIU 4.2 writes pagemap entries with nr_pages (compat_nr_pages 0): page-xfer.c:326
+
 # A line matters only if it holds one of these; bytes.find skips everything else fast.
-_NEEDLES = (b"Error", b"Warn", *_MARKERS)
+_NEEDLES = (b"Error", b"Warn", *_MARKERS, *_CONTEXT)
 
 # Which command a CRIU source file belongs to, when no marker line says so.
 _SOURCE_OPERATIONS: dict[str, Operation] = {"criu/cr-dump.c": "dump", "criu/cr-restore.c": "restore",
@@ -89,12 +105,70 @@ class Rule:
     summary: str  # str.format templates over the patterns' named groups
     fix: str
     operation: Operation | None = None  # the command that prints it, if only one does
-    requires: str | None = None  # a context flag the log must have set (see _MARKERS)
+    requires: str | None = None  # a context flag the log must have set (see _MARKERS, _Scan.note_context)
+    # more template values, made from the captured ones and the _CONTEXT values (e.g. an option's argument)
+    derive: Callable[[dict[str, str]], dict[str, str]] | None = None
 
 
 def _rule(code: str, patterns: Iterable[str], summary: str, fix: str, *, operation: Operation | None = None,
-          requires: str | None = None) -> Rule:
-    return Rule(code, tuple(re.compile(p) for p in patterns), summary, fix, operation, requires)
+          requires: str | None = None, derive: Callable[[dict[str, str]], dict[str, str]] | None = None) -> Rule:
+    return Rule(code, tuple(re.compile(p) for p in patterns), summary, fix, operation, requires, derive)
+
+
+_NULL = "(null)"  # what CRIU prints for a NULL string, e.g. a mountpoint not yet known on restore
+
+
+def _ghost_limit(values: dict[str, str]) -> dict[str, str]:
+    """The smallest --ghost-limit argument (K or M suffix) that lets a ghost file of ``size`` bytes through."""
+    size = int(values["size"])  # files-reg.c:1030 fails when st_blocks * 512 > ghost_limit
+    mib, kib = 1 << 20, 1 << 10
+    limit = f"{-(-size // mib)}M" if size >= mib else f"{max(1, -(-size // kib))}K"
+    return {"ghost_limit": limit}
+
+
+def _mount_values(values: dict[str, str]) -> dict[str, str]:
+    """How to name a mount in the texts: CRIU prints mountpoints as "./dev/console", but --external wants
+    "mnt[/dev/console]" (mount.c looks up "mnt[" + mountpoint + 1 + "]"), and on restore it prints "(null)"."""
+    mnt_id, printed = values.get("mnt_id"), values.get("mountpoint", _NULL)
+    known = printed != _NULL
+    mountpoint = ("/" + printed.removeprefix(".").lstrip("/")) if known else "MOUNTPOINT"
+    if known:
+        mount = f"Mount {mnt_id} at {mountpoint}" if mnt_id else f"The mount at {mountpoint}"
+    else:
+        mount = f"Mount {mnt_id}" if mnt_id else "A mount"
+        mount += " (CRIU prints its mountpoint as (null): it is not known yet at this point of a restore)"
+    if mountpoint == "/dev/console":
+        hint = ("Containers: Docker and runc bind-mount the container's pty from the host onto /dev/console when "
+                "the container has a terminal (docker run -t, \"terminal\": true); runc passes its bind mounts to "
+                "CRIU as external itself (docker checkpoint create, runc checkpoint), so a manual criu dump of a "
+                "process in such a container must mark /dev/console external as above.")
+    else:
+        hint = ("Containers: the runtime bind-mounts files and volumes from the host (/etc/hosts, "
+                "/etc/resolv.conf, ...) and marks them external itself when it checkpoints (docker checkpoint "
+                "create, podman container checkpoint, runc checkpoint); a manual criu dump must mark them as above.")
+    return {"mount": mount, "ext_mountpoint": mountpoint, "container_hint": hint}
+
+
+def _unix_values(values: dict[str, str]) -> dict[str, str]:
+    """The dumped socket's inode (from the show_one_unix() line before the error) and the advice its type calls
+    for: --ext-unix-sk handles datagram peers only."""
+    ino = values.get("unix_ino", "INO")
+    stream = (f"mark the process's own socket external: dump with --external 'unix[{ino}]' and restore with "
+              f"--inherit-fd 'fd[N]:socket:[{ino}]', N an fd of criu open on a connected socket that takes its place "
+              f"({ino} is the inode of the process's socket, /proc/PID/fd/N -> socket:[{ino}]), or dump a tree that "
+              f"holds both ends (-t of a common ancestor)")
+    sock_type = values.get("unix_type")
+    if sock_type == "2":  # SOCK_DGRAM
+        advice = "Pass --ext-unix-sk on dump and on restore (where the peer must exist again)."
+    elif sock_type is not None:
+        advice = (f"The peer is a stream (type {sock_type}) socket, which --ext-unix-sk does not cover (it ends in "
+                  f"\"Can't dump half of stream unix connection\"): {stream}.")
+    else:
+        advice = (f"For a datagram peer pass --ext-unix-sk on dump and on restore (where the peer must exist again); "
+                  f"for a stream peer {stream}.")
+    peer_name = values.get("peer_name", _NULL)
+    return {"unix_ino": ino, "unix_advice": advice, "unix_stream_advice": stream,
+            "peer": f"its peer ({peer_name})" if peer_name != _NULL else "its peer (a socket without a name)"}
 
 
 # Most specific first: the first rule whose pattern matches the error explains it.
@@ -139,23 +213,69 @@ RULES: tuple[Rule, ...] = (
                               r"Connected TCP socket, consider using --tcp-established"],
           "The process has an established TCP connection, which CRIU only checkpoints or restores when told to.",
           "Pass --tcp-established to both criu dump and criu restore, or --tcp-close to give the connections up "
-          "and restore them closed."),
+          "and restore them closed. Docker/runc: docker checkpoint create has no such flag; runc reads more CRIU "
+          "options from the CRIU configuration file /etc/criu/runc.conf (one option per line, without the dashes: "
+          "tcp-established), or from the file named by the container annotation org.criu.config."),
+    # sk-unix.c:881  "Can't dump half of stream unix connection. name: %s; peer name: %s" (with --ext-unix-sk)
+    _rule("unix-half-stream", [r"Can't dump half of stream unix connection\. name: (?P<name>.*); "
+                               r"peer name: (?P<peer_name>.*)$"],
+          "A stream unix socket of the process (inode {unix_ino}) is connected to {peer}, which is outside the "
+          "dumped process tree; --ext-unix-sk only covers datagram peers.",
+          "Either {unix_stream_advice}.", operation="dump", derive=_unix_values),
     # sk-unix.c:1912  "External socket found in image. Consider using the --ext-unix-sk option to allow restoring it."
     # sk-unix.c:874  "External socket is used. Consider using --ext-unix-sk option."
     _rule("ext-unix-sk", [r"External socket (?:found in image|is used)\. Consider using (?:the )?--ext-unix-sk"],
           "A unix socket of the process is connected to a peer outside the dumped process tree.",
-          "Pass --ext-unix-sk (on dump, and on restore, where the peer must exist again), or name the socket with "
-          "--external unix[INODE]."),
+          "{unix_advice}", derive=_unix_values),
+    # files-reg.c:1031  "Can't dump ghost file %s of %lu size, increase limit"
+    _rule("ghost-limit", [r"Can't dump ghost file (?P<path>.+) of (?P<size>\d+) size, increase limit"],
+          "The process has a deleted file open ({path}), whose contents CRIU must copy into the images as a "
+          "ghost file, and its {size} bytes exceed the ghost file size limit (1M unless --ghost-limit is given).",
+          "Dump with --ghost-limit {ghost_limit} or more (SIZE at least the {size} bytes the message names; it "
+          "takes a K, M or G suffix). Nothing is needed on restore: the contents travel in ghost-file-N.img. "
+          "--link-remap does not help (a file with no links left is always a ghost). Or close the deleted file "
+          "before the dump.", operation="dump", derive=_ghost_limit),
+    # namespaces.c:460  "Can't dump nested %s namespace for %d"
+    _rule("nested-pidns", [r"Can't dump nested pid namespace for (?P<pid>\d+)"],
+          "Task {pid} (its host PID) is in a pid namespace nested below the dumped root's: CRIU dumps one pid "
+          "namespace only, the root task's.",
+          "No option allows it. Dump the nested namespace as a tree of its own, `criu dump -t <host PID of its "
+          "init>` (that init must be a session leader inside its namespace), or checkpoint a tree without nested "
+          "pid namespaces (no `unshare --pid` or container runtime inside it).", operation="dump"),
+    _rule("nested-namespace", [r"Can't dump nested (?P<ns>\w+) namespace for (?P<pid>\d+)"],
+          "Task {pid} is in a {ns} namespace of its own below the dumped root's: CRIU dumps one {ns} namespace "
+          "only, the root task's (nested mount and net namespaces are the exceptions).",
+          "No option allows it. Dump that task's subtree separately (`criu dump -t` its top task), or keep the "
+          "whole tree in the root task's {ns} namespace.", operation="dump"),
+    # files-ext.c:94  "Can't dump file %d of that type [%o] (%s %s)"
+    _rule("unsupported-fd", [r"Can't dump file (?P<fd>\d+) of that type \[(?P<mode>[0-7]+)\] "
+                             r"\((?P<kind>\S*) ?(?P<what>.*)\)$"],
+          "fd {fd} of the process is a kind of file CRIU cannot checkpoint ({kind} {what}): CRIU has no driver "
+          "for it (the same message covers every anon inode it does not know, e.g. perf_event, io_uring, "
+          "userfaultfd, and bpf maps in a CRIU built without libbpf).",
+          "No option helps: close fd {fd} before the dump (stop the profiler or tracer that opened it). "
+          "--external file[...] is for regular files only; the one hook is a CRIU plugin implementing "
+          "DUMP_EXT_FILE/RESTORE_EXT_FILE.", operation="dump"),
+    # pidfd.c:97  "pidfd pid %d is not a part of process tree.."
+    _rule("pidfd-outside", [r"pidfd pid (?P<pid>\d+) is not a part of process tree"],
+          "The process holds a pidfd of process {pid}, which is not in the dumped tree, so it could not be "
+          "recreated on restore.",
+          "No option allows it: dump a tree that contains process {pid} (-t of a common ancestor), or close the "
+          "pidfd before the dump (pidfds of processes that have exited are fine).", operation="dump"),
     # file-lock.c:110,362  "Some file locks are hold by dumping tasks! You can try --file-locks to dump them."
     _rule("file-locks", [r"Some file locks are hold by dumping tasks!"],
           "The process holds file locks (flock, POSIX locks or leases); CRIU does not dump them unless asked.",
           "Dump with --file-locks, and restore with --file-locks too.", operation="dump"),
-    # mount.c:753  "%d:%s doesn't have a proper root mount"
-    _rule("mount-no-root", [r"(?P<mnt_id>\d+):(?P<mountpoint>\S+) doesn't have a proper root mount"],
-          "Mount {mnt_id} at {mountpoint} is a bind mount whose source is not visible in the dumped mount "
-          "namespace, so CRIU cannot recreate it.",
-          "Mark it external: dump with --external mnt[{mountpoint}]:KEY and restore with --external "
-          "mnt[KEY]:HOST_PATH (or let CRIU find it with --ext-mount-map auto)."),
+    # mount.c:753  "%d:%s doesn't have a proper root mount" (older CRIU: "%s doesn't have a proper root mount")
+    _rule("mount-no-root", [r"(?:(?P<mnt_id>\d+):)?(?P<mountpoint>[^\s:]\S*) doesn't have a proper root mount"],
+          "{mount} is a bind mount whose source is not visible in the dumped mount namespace (a file or "
+          "directory bind-mounted from outside it), so CRIU cannot recreate it.",
+          "Mark it external. Dump: --external 'mnt[{ext_mountpoint}]:KEY' (the mountpoint without the leading "
+          "'.' of the message; this works for mounts of the root task's mount namespace). Restore: --root ROOTFS "
+          "--external 'mnt[KEY]:HOST_PATH' (same as --ext-mount-map KEY:HOST_PATH), HOST_PATH the file or "
+          "directory to bind onto {ext_mountpoint}. Or --ext-mount-map auto on both dump and restore: the dump "
+          "records the source path, and restore binds that same host path again (it must still exist). "
+          "{container_hint}", derive=_mount_values),
     # mount.c:48  BUG_ON(!mi->plain_mountpoint) in service_mountpoint(), printed by include/common/bug.h:24
     _rule("mount-root-needed", [r"BUG at criu/mount\.c:(?P<bug_line>\d+)"],
           "CRIU crashed while rebuilding the mount namespace (BUG at criu/mount.c:{bug_line}). It does so when "
@@ -166,14 +286,18 @@ RULES: tuple[Rule, ...] = (
           operation="restore"),
     # mount.c:3120  "Mount %d:%s is autodetected external mount. Try \"--ext-mount-map auto\" to allow them."
     _rule("ext-mount-auto", [r"Mount (?P<mnt_id>\d+):(?P<mountpoint>\S+) is autodetected external mount"],
-          "Mount {mnt_id} at {mountpoint} came from outside the dumped tree; the dump detected it automatically.",
-          "Restore with --ext-mount-map auto so CRIU bind-mounts it from the same host path again.",
-          operation="restore"),
+          "{mount} came from outside the dumped tree; the dump (made with --ext-mount-map auto) recorded it as an "
+          "external mount with the host path it was bound from.",
+          "Restore with --ext-mount-map auto (same as --external 'mnt[]') so CRIU bind-mounts it from the same "
+          "host path again; that path must exist on this host (a pty under /dev/pts is gone once its terminal "
+          "closes).", operation="restore", derive=_mount_values),
     # mount.c:3141  "No mapping for %d:%s mountpoint"
     _rule("ext-mount-map", [r"No mapping for (?P<mnt_id>\d+):(?P<mountpoint>\S+) mountpoint"],
-          "Mount {mnt_id} at {mountpoint} was dumped as external, and this restore does not say where it comes from.",
-          "Give restore the key used at dump: --ext-mount-map KEY:HOST_PATH (same as --external mnt[KEY]:HOST_PATH), "
-          "where the dump had --external mnt[{mountpoint}]:KEY.", operation="restore"),
+          "{mount} was dumped as external, and this restore does not say where it comes from.",
+          "Give restore the key used at dump: --external 'mnt[KEY]:HOST_PATH' (same as --ext-mount-map "
+          "KEY:HOST_PATH), where the dump had --external 'mnt[{ext_mountpoint}]:KEY' (mountpoints-*.img holds KEY "
+          "as ext_key); HOST_PATH is the file or directory to bind there.", operation="restore",
+          derive=_mount_values),
     # net.c:2942  "Unable to find an external netns: %s"
     _rule("external-netns", [r"Unable to find an external netns: (?P<key>\S+)"],
           "The network namespace was dumped as external (key {key}) and this restore was not given one to use.",
@@ -183,8 +307,17 @@ RULES: tuple[Rule, ...] = (
     # tty.c:1010  "Don't have tty to inherit session from, aborting"
     _rule("shell-job", [r"Don't have tty to inherit session from"],
           "The process was a shell job attached to a terminal, and this restore has no terminal to hand it.",
-          "Run criu restore with --shell-job (-j) from a terminal (stdin must be a tty); dump it with --shell-job "
-          "as well.", operation="restore"),
+          "Run criu restore --shell-job (-j) with a terminal on criu's stdin (criu checks isatty(0); the restored "
+          "job gets that terminal): from an interactive shell, or under `script -qec 'criu restore ... "
+          "--shell-job' /dev/null`. Containers: this advice does not apply inside one; restore into a container "
+          "created with a terminal (docker create -t, or the original container), whose runtime provides it.",
+          operation="restore"),
+    # tty.c:410  "Found slave peer index %d without correspond master peer"
+    _rule("shell-job", [r"Found slave peer index (?P<index>\d+) without correspond master peer"],
+          "The process has a terminal (pty slave {index}) whose master side is outside the dumped process tree: "
+          "it runs on a terminal of its own, a shell job.",
+          "Dump with --shell-job (-j), and restore with --shell-job too, with a terminal on criu's stdin.",
+          operation="dump"),
     # image.c:94  "Need to set the --tcp-close options."
     _rule("tcp-close", [r"Need to set the --tcp-close options"],
           "The dump was made with --tcp-close, and restore must be told the same.",
@@ -204,12 +337,13 @@ RULES: tuple[Rule, ...] = (
     _rule("image-too-old", [r"Too old image, no longer supported"],
           "The images were written by a CRIU so old that this one no longer reads them.",
           "Restore with the older CRIU release that wrote them, or dump again with this CRIU.", operation="restore"),
-    # image.c:89  "Not supported images version %u"
+    # image.c:89  "Not supported images version %u" (image.c:80-86 read img_version 1 and 2 only)
     _rule("image-version", [r"Not supported images version (?P<version>\d+)"],
-          "The inventory says image version {version}, which this CRIU does not read: the images come from a "
-          "different CRIU.",
-          "Restore with the CRIU version that made the images, or dump again with this one (`imgtool summary DIR` "
-          "shows the image version).", operation="restore"),
+          "inventory.img says image version {version}, which CRIU does not read. Every CRIU since images v1.1 "
+          "writes img_version 2 and reads 1 and 2, so this is not a mismatch between CRIU releases: inventory.img "
+          "is damaged or was not written by CRIU.",
+          "Check inventory.img (`crit show inventory.img`, `imgtool summary DIR`) and copy the dump again from "
+          "the original; restore with the CRIU that wrote the images.", operation="restore"),
     # image.c:554  "Head magic doesn't match for %s"; image.c:563  "Magic doesn't match for %s"
     # protobuf.c:101  "Failed unpacking object %p from %s"
     _rule("image-corrupt", [r"(?:Head m|M)agic doesn't match for (?P<path>\S+)",
@@ -217,6 +351,21 @@ RULES: tuple[Rule, ...] = (
           "{path} is not the image CRIU expected: a damaged copy, a wrong file, or images of different dumps mixed.",
           "Copy the image directory again, completely and byte for byte, from the original dump; `imgtool info "
           "{path}` shows what the file holds."),
+    # A page-read error by a CRIU older than 4.2 (its log's "Version:" line): CRIU 4.2 writes each pagemap entry's
+    # size in nr_pages with compat_nr_pages 0 (page-xfer.c:326-330), which older CRIU reads as empty entries.
+    # pagemap.c:256,426,429 as below; pie/restorer.c "Unexpected EOF reading pages data"; pie/util-vdso.c:107
+    _rule("version-mismatch", [r"Can't read mapping page -?\d+",
+                               r"Reached EOF unexpectedly while reading page from image",
+                               r"Unexpected EOF reading pages data",
+                               r"Invalid ELF magic"],
+          "CRIU {criu_version} (the log's Version line) failed to read the memory pages, most likely because the "
+          "images were written by CRIU >= 4.2 and are read by CRIU {criu_version}: CRIU 4.2 stores the size of "
+          "each pagemap entry in a new field (nr_pages) that older CRIU does not know, so it reads the pagemap "
+          "wrong. The pages themselves are probably intact.",
+          "Restore with CRIU 4.2 or newer (the version that dumped, or later), or dump again with CRIU "
+          "{criu_version}. To confirm: `crit show pagemap-PID.img` of images written by CRIU >= 4.2 shows "
+          "entries with nr_pages set and compat_nr_pages 0 (inventory.img records no CRIU version).",
+          operation="restore", requires="criu-before-4.2"),
     # pagemap.c:426  "Reached EOF unexpectedly while reading page from image"
     # pagemap.c:256,429  "Can't read mapping page %d"
     _rule("pages-truncated", [r"Reached EOF unexpectedly while reading page from image",
@@ -353,6 +502,7 @@ class LogEntry:
     text: str  # the whole line (shortened)
     pid: int | None  # the pid prefix of restore's child processes
     previous_warning: str | None = None  # the last interesting warning before it
+    context: tuple[tuple[str, str], ...] = ()  # the _CONTEXT values seen before it
 
 
 @dataclass
@@ -480,11 +630,15 @@ class _Scan:
     error_count: int = 0
     warnings: list[LogEntry] = field(default_factory=list)
     last_warning: str | None = None
+    context: dict[str, str] = field(default_factory=dict)  # the latest _CONTEXT values
 
     def feed(self, number: int, raw: bytes) -> None:
         marker = _MARKER_RE.search(raw)
         if marker is not None:
             self._note_marker(number, marker.group())
+        for needle, pattern in _CONTEXT.items():
+            if needle in raw:
+                self._note_context(pattern, _decode(raw))
         if b"Error" in raw or b"Warn" in raw:
             entry = parse_entry(number, _decode(raw))
             if entry is not None and not is_noise(entry):
@@ -500,6 +654,17 @@ class _Scan:
         if flag:
             self.flags.add(flag)
 
+    def _note_context(self, pattern: re.Pattern[str], line: str) -> None:
+        m = pattern.search(line)
+        if m is None:
+            return
+        self.context.update({k: _short(v) for k, v in m.groupdict().items() if v is not None})
+        if "criu_version" in m.groupdict():
+            version = tuple(int(n) for n in m["criu_version"].split("."))
+            self.flags.discard("criu-before-4.2")
+            if version[:2] < NEW_PAGEMAP_VERSION:
+                self.flags.add("criu-before-4.2")
+
     def _add(self, entry: LogEntry) -> None:
         source_file = entry.source.rsplit(":", 1)[0]
         if source_file in _SOURCE_OPERATIONS:
@@ -511,7 +676,8 @@ class _Scan:
             return
         self.error_count += 1
         if len(self.errors) < MAX_KEPT_ERRORS:
-            self.errors.append(replace(entry, previous_warning=self.last_warning))
+            self.errors.append(replace(entry, previous_warning=self.last_warning,
+                                       context=tuple(self.context.items())))
 
     def operation(self) -> Operation | None:
         for seen in (self.operations, self.source_operations):
@@ -607,6 +773,12 @@ def _explain_failure(scan: _Scan, operation: Operation | None) -> Explanation:
                            "it was doing just before an error.", details)
     rule, values = found
     details.update(values)
+    context = dict(cause_entry.context)
+    if "criu_version" in context:
+        details["criu_version"] = context["criu_version"]
+    values = {**context, **values}
+    if rule.derive is not None:
+        values.update(rule.derive(values))
     fill = _Fill(values)
     return Explanation("failed", operation or rule.operation, cause_entry.text, cause_entry.line_number, rule.code,
                        rule.summary.format_map(fill), rule.fix.format_map(fill), details)
@@ -625,8 +797,29 @@ def explain_lines(lines: Iterable[tuple[int, bytes]]) -> Explanation:
     return _explain_failure(scan, operation)
 
 
-def explain_stream(stream: IO[bytes]) -> Explanation:
-    return explain_lines(read_lines(stream))
+class _Bounded:
+    """A binary stream that ends after ``limit`` bytes; ``truncated`` tells whether there was more."""
+
+    def __init__(self, stream: IO[bytes], limit: int) -> None:
+        self.stream, self.left, self.truncated = stream, limit, False
+
+    def read(self, size: int) -> bytes:
+        if self.left <= 0:
+            self.truncated = self.truncated or bool(self.stream.read(1))
+            return b""
+        data = self.stream.read(min(size, self.left))
+        self.left -= len(data)
+        return data
+
+
+def explain_stream(stream: IO[bytes], limit: int = MAX_LOG_BYTES) -> Explanation:
+    """Explain the first ``limit`` bytes of a log; when there is more, ``details["truncated"]`` says so."""
+    bounded = _Bounded(stream, limit)
+    explanation = explain_lines(read_lines(bounded))  # type: ignore[arg-type]
+    if bounded.truncated:
+        explanation.details["truncated"] = (f"only the first {limit} bytes of the log were read "
+                                            f"(imgtool explain reads at most {MAX_LOG_BYTES >> 20} MiB)")
+    return explanation
 
 
 def explain_text(text: str) -> Explanation:
@@ -634,7 +827,21 @@ def explain_text(text: str) -> Explanation:
     return explain_stream(io.BytesIO(text.encode("utf-8", "replace")))
 
 
-def explain_file(path: str | Path) -> Explanation:
-    """Explain a CRIU log file. Raises OSError when it cannot be read."""
-    with open(path, "rb") as stream:
-        return explain_stream(stream)
+def explain_file(path: str | Path, limit: int = MAX_LOG_BYTES) -> Explanation:
+    """Explain a CRIU log file (a regular file, a device, a FIFO...). Raises OSError when it cannot be read.
+
+    A FIFO is opened without waiting for a writer (none: it reads as empty); at most ``limit`` bytes are read.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        os.set_blocking(fd, True)   # reads wait for a FIFO's writer once it has one
+        stream = os.fdopen(fd, "rb")
+    except OSError as exc:   # a directory...: name the file, not the descriptor
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
+    with stream:
+        try:
+            return explain_stream(stream, limit)
+        except OSError as exc:   # name the file, not the descriptor
+            raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None

@@ -21,9 +21,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from imgtool.analysis.diff import Change
-from imgtool.memory.space import DEFAULT_PAGE_SIZE, AddressSpace, Vma, address_space, memory_of
+from imgtool.analysis.changes import Change
+from imgtool.memory.space import AddressSpace, address_space
+from imgtool.memory.vma import DEFAULT_PAGE_SIZE, Vma
 from imgtool.model.dump import Dump, Task
 
 PIECE = 1 << 20          # bytes compared per call
@@ -92,7 +94,7 @@ def side_of(dump: Dump, task: Task | None, pid: int) -> Side | None:
     if task is not None and task.mm is not None:
         space = address_space(task)
         return Side(space, space.vmas, space.page_size, dump.path.resolve())
-    store, name = memory_of(dump), f"pagemap-{pid}"
+    store, name = dump.memory_store, f"pagemap-{pid}"
     if store.stream(name, DEFAULT_PAGE_SIZE) is None:
         return None
     space = AddressSpace(pid, [], lambda: store.stream(name, DEFAULT_PAGE_SIZE) or iter(()), DEFAULT_PAGE_SIZE)
@@ -147,7 +149,7 @@ def _byte_ranges(old: memoryview, new: memoryview) -> list[tuple[int, int]]:
 class MemoryComparer:
     """Callable for ``diff.compare(memory=...)``: yields one Change per VMA whose pages differ."""
 
-    def __init__(self, *, page_ranges: bool = False, progress: bool = False) -> None:
+    def __init__(self, *, page_ranges: bool = False, progress: ProgressFactory | None = None) -> None:
         self.page_ranges = page_ranges
         self.progress = progress
 
@@ -162,7 +164,7 @@ class MemoryComparer:
         label = f"task {ta.pid if ta else pid}" if (ta and tb and ta.pid == tb.pid) or not (ta and tb) \
             else f"task {ta.pid}→{tb.pid}"
         buckets = self.compare(side_a, side_b)
-        for (start, end), bucket in sorted(buckets.items()):
+        for (start, end), bucket in sorted(buckets.items(), key=_bucket_order):
             counts = {k: v for k, v in bucket.counts.items() if k != "equal"}
             if not any(counts.get(k) for k in ("changed", "added", "removed")):
                 continue
@@ -174,45 +176,43 @@ class MemoryComparer:
 
     def compare(self, a: Side, b: Side) -> dict[tuple, Bucket]:
         page = b.page_size
-        vmas = b.vmas or a.vmas
-        starts = [v.start for v in vmas]
-        buckets: dict[tuple, Bucket] = {}
-        bar = _Progress(self.progress, lambda: a.space.dumped_bytes() + b.space.dumped_bytes())
+        buckets = _Buckets(b.vmas, a.vmas)
+        bar = self.progress(a.space.dumped_bytes() + b.space.dumped_bytes()) if self.progress else None
         unreleased = 0
         for lo, hi, pa, pb in _overlay(a.space.pieces(), b.space.pieces()):
             for piece in range(lo, hi, PIECE):
                 stop = min(hi, piece + PIECE)
                 pieces = (pa and (pa[0], pa[1] + piece - lo), pb and (pb[0], pb[1] + piece - lo))
-                unreleased += self._piece(piece, stop, *pieces, page, b.own_dir, buckets, vmas, starts)
+                unreleased += self._piece(piece, stop, *pieces, page, b.own_dir, buckets)
                 if unreleased >= RELEASE_EVERY:   # keep RSS flat: drop the mapped pages compared so far
                     unreleased = _release(a.space.files + b.space.files)
-                bar.advance(2 * (stop - piece) if pa and pb else stop - piece)
+                if bar is not None:
+                    bar.advance(2 * (stop - piece) if pa and pb else stop - piece)
         _release(a.space.files + b.space.files)
-        bar.close()
-        return buckets
+        if bar is not None:
+            bar.close()
+        return buckets.found
 
-    def _piece(self, lo: int, hi: int, pa, pb, page: int, own_dir: Path, buckets, vmas, starts) -> int:
+    def _piece(self, lo: int, hi: int, pa, pb, page: int, own_dir: Path, buckets: _Buckets) -> int:
         """Count the pages of ``[lo, hi)``; return how many mapped bytes were read."""
-        npages = (hi - lo) // page
-        bucket = _bucket(buckets, vmas, starts, lo)
         if pa is None:
-            bucket.counts["added"] += npages
+            buckets.count(lo, hi, page, "added")
             return 0
         if pb is None:
-            bucket.counts["removed"] += npages
+            buckets.count(lo, hi, page, "removed")
             return 0
         (fa, oa), (fb, ob) = pa, pb
         if oa == ob and (fa is fb or fa.real_path == fb.real_path):  # the very same bytes
-            bucket.counts["moved to parent" if fb.real_dir != own_dir else "equal"] += npages
+            buckets.count(lo, hi, page, "moved to parent" if fb.real_dir != own_dir else "equal")
             return 0
         va, vb = fa.view[oa:oa + hi - lo], fb.view[ob:ob + hi - lo]
         mapped = 2 * max(hi - lo, FAULT_AROUND)
         if hmac.compare_digest(va, vb):
-            bucket.counts["equal"] += npages
+            buckets.count(lo, hi, page, "equal")
             return mapped
         for off in range(0, hi - lo, page):
             old, new = va[off:off + page], vb[off:off + page]
-            target = _bucket(buckets, vmas, starts, lo + off)
+            target = buckets.at(lo + off)
             if hmac.compare_digest(old, new):
                 target.counts["equal"] += 1
                 continue
@@ -229,28 +229,54 @@ def _release(files: list) -> int:
     return 0
 
 
-def _bucket(buckets: dict[tuple, Bucket], vmas: list[Vma], starts: list[int], addr: int) -> Bucket:
-    i = bisect_right(starts, addr) - 1
-    key = (vmas[i].start, vmas[i].end) if i >= 0 and addr < vmas[i].end else (None, None)
-    bucket = buckets.get(key)
-    if bucket is None:
-        bucket = buckets[key] = Bucket()
-    return bucket
+class _Buckets:
+    """A Bucket per VMA: the newer dump's VMA holding the address, else the older dump's (memory the newer dump
+    no longer maps), else "outside known VMAs" (key (None, None))."""
+
+    def __init__(self, newer: list[Vma], older: list[Vma]) -> None:
+        self.found: dict[tuple, Bucket] = {}
+        self.sides = [(vmas, [v.start for v in vmas]) for vmas in (newer, older) if vmas]
+
+    def at(self, addr: int) -> Bucket:
+        return self.span(addr)[0]
+
+    def span(self, addr: int) -> tuple[Bucket, int]:
+        """The bucket of ``addr`` and where it stops applying (the end of the VMA, or the start of the next)."""
+        key: tuple = (None, None)
+        stop = 1 << 64
+        for vmas, starts in self.sides:
+            i = bisect_right(starts, addr) - 1
+            if i >= 0 and addr < vmas[i].end:
+                key, stop = (vmas[i].start, vmas[i].end), min(stop, vmas[i].end)
+                break
+            if i + 1 < len(vmas):   # a VMA of this side starts later: the bucket may change there
+                stop = min(stop, vmas[i + 1].start)
+        bucket = self.found.get(key)
+        if bucket is None:
+            bucket = self.found[key] = Bucket()
+        return bucket, stop
+
+    def count(self, lo: int, hi: int, page: int, kind: str) -> None:
+        """Count the pages of ``[lo, hi)`` as ``kind``, each in its VMA's bucket."""
+        while lo < hi:
+            bucket, stop = self.span(lo)
+            stop = min(hi, stop)
+            bucket.counts[kind] += (stop - lo) // page
+            lo = stop
 
 
-class _Progress:
-    def __init__(self, enabled: bool, total: Callable[[], int]) -> None:
-        self.bar = None
-        if enabled and (size := total()) > (256 << 20):   # counting the bytes walks both pagemaps once more
-            from imgtool.render.console import progress
+def _bucket_order(item: tuple[tuple, Bucket]) -> tuple:
+    """Buckets by address, "outside known VMAs" last (its key is (None, None))."""
+    (start, end), _ = item
+    return (start is None, start or 0, end or 0)
 
-            self.bar, self.task = progress(size, "comparing memory")
-            self.bar.start()
 
-    def advance(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task, n)
+class ProgressSink(Protocol):
+    def advance(self, n: int) -> None: ...
 
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+    def close(self) -> None: ...
+
+
+# Called with the number of bytes the comparison will read; returns what to tell as it goes (or None: nothing).
+# The caller (the command line) decides whether and how to show it: analysis draws nothing.
+ProgressFactory = Callable[[int], ProgressSink | None]

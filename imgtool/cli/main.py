@@ -83,6 +83,10 @@ def _read_json(path: str | None) -> Any:
         raise EncodeError(f"{name}: not JSON text (a binary image? encode expects JSON)") from None
     except json.JSONDecodeError as exc:
         raise EncodeError(f"{name}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise EncodeError(f"{name}: JSON nested too deeply to read") from None
+    except ValueError as exc:   # an integer of more than sys.get_int_max_str_digits() digits
+        raise EncodeError(f"{name}: unreadable JSON: {' '.join(str(exc).split())}") from None
 
 
 def cmd_encode(args: argparse.Namespace) -> int:

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from itertools import chain, pairwise, repeat
 from operator import add, le, lshift
 
-from imgtool.errors import MissingImageError
 from imgtool.format import pagemap
 from imgtool.format.flags import (
     MAP_GROWSDOWN,
@@ -33,22 +32,24 @@ from imgtool.model.dump import Dump, Task
 
 
 def _tasks(dump: Dump) -> list[Task]:
-    if dump.image("pstree") is None:
-        raise MissingImageError(f"{dump.path}: no pstree.img (a pre-dump directory holds only memory)")
+    dump.require_pstree()
     return dump.tasks
 
 
 def ps(dump: Dump) -> Iterator[str]:
     yield "%7s%7s%7s   %s" % ("PID", "PGID", "SID", "COMM")
 
-    def walk(task: Task, depth: int) -> Iterator[str]:
+    # Depth first, without recursion (a chain of thousands of processes); a damaged pstree can make a cycle
+    # (duplicate pids): each entry is shown once.
+    shown: set[int] = set()
+    stack = [(root, 0) for root in reversed([t for t in _tasks(dump) if t.ppid == 0])]
+    while stack:
+        task, depth = stack.pop()
+        if id(task) in shown:
+            continue
+        shown.add(id(task))
         yield "%7d%7d%7d   %s%s" % (task.pid, task.pgid, task.sid, " " * (4 * depth), task.comm)
-        for kid in task.children:
-            yield from walk(kid, depth + 1)
-
-    roots = [t for t in _tasks(dump) if t.ppid == 0]
-    for root in roots:
-        yield from walk(root, 0)
+        stack.extend((kid, depth + 1) for kid in reversed(task.children))
 
 
 def _crit_file(dump: Dump, kind: str, file_id: int) -> str:
@@ -166,6 +167,8 @@ class _RssWalk:
         """The line of one entry, as crit's loop builds it; and whether it touched a VMA."""
         vmas, vmi = self.vmas, self.vmi
         head = _HEAD % (vaddr, pages)
+        if not vmas:   # an mm without VMAs (crit fails with IndexError): the entry alone
+            return "%-24s" % head, False
         while vmi < len(vmas) and vmas[vmi].end <= vaddr:
             vmi += 1
         end = vaddr + (pages << 12)

@@ -17,28 +17,53 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from google.protobuf.message import Message
 
-from imgtool.errors import ImgtoolError, MissingImageError
+from imgtool.errors import ImgtoolError, MissingImageError, ParentLinkError, UsageError, WrongKindError
+from imgtool.format import magic
 from imgtool.format.image import Image
 
 if TYPE_CHECKING:
+    from imgtool.memory.chain import DumpMemory
     from imgtool.memory.space import AddressSpace
     from imgtool.model.files import Fd, FileTable
 
 PARENT_LINK = "parent"  # criu/image.c: CR_PARENT_LINK
 
-# compel/include/uapi/task-state.h
-TASK_STATES = {1: "alive", 2: "dead", 3: "stopped", 6: "zombie"}
+# compel/include/uapi/task-state.h.  CRIU writes TASK_DEAD (2) for a zombie (cr-dump.c dump_one_zombie: a core
+# image and nothing else: no ids, mm, fs, fdinfo or pagemap); 6 is compel's seize-time name for the same thing.
+TASK_STATES = {1: "alive", 2: "zombie", 3: "stopped", 6: "zombie"}
 
 
-def find_image_dir(path: Path) -> Path:
-    """The folder holding inventory.img: ``path`` itself, ``checkpoint/``, or one level down."""
+def find_image_dir(path: Path, name: str | None = None) -> Path:
+    """The folder holding inventory.img: ``path`` itself, ``checkpoint/``, or the one folder one level down that
+    has one (``name`` picks one of several: a directory holding several dumps is an error without it)."""
+    if name is not None:
+        chosen = path / name
+        if (chosen / "inventory.img").is_file():
+            return chosen
+        found = _dumps_below(path)
+        raise MissingImageError(f"{chosen}: no CRIU image directory (no inventory.img)"
+                                + (f"; {path} holds: {', '.join(p.name for p in found)}" if found else ""))
     if (path / "inventory.img").is_file():
         return path
-    candidates = [path / "checkpoint", *sorted(p for p in path.iterdir() if p.is_dir())]
-    for folder in candidates:
-        if (folder / "inventory.img").is_file():
-            return folder
+    if (path / "checkpoint" / "inventory.img").is_file():
+        return path / "checkpoint"
+    found = _dumps_below(path)
+    if len(found) == 1:
+        return found[0]
+    if found:
+        names = ", ".join(p.name for p in found)
+        raise UsageError(f"{path} holds several dumps ({names}): name one, as {path / found[0].name} "
+                         f"or with --dump {found[0].name}")
     raise MissingImageError(f"{path}: no CRIU image directory (no inventory.img here or one level down)")
+
+
+def _dumps_below(path: Path) -> list[Path]:
+    """The folders right under ``path`` that hold an inventory.img."""
+    try:
+        folders = sorted(p for p in path.iterdir() if p.is_dir())
+    except OSError as exc:
+        raise MissingImageError(f"{path}: cannot list: {exc.strerror}") from None
+    return [p for p in folders if (p / "inventory.img").is_file()]
 
 
 class Dump:
@@ -54,16 +79,18 @@ class Dump:
         self._cleanup = cleanup
         self._images: dict[str, Image | None] = {}
         self._entries: dict[str, list[Message]] = {}
+        self._memory_store: DumpMemory | None = None
 
     # -- opening and closing ---------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> Dump:
+    def open(cls, path: str | os.PathLike[str], dump: str | None = None) -> Dump:
+        """Open a checkpoint; ``dump`` names one of several dumps in the directory ``path``."""
         path = Path(path)
         if not path.exists():
             raise MissingImageError(f"{path}: no such file or directory")
         if path.is_dir():
-            images = find_image_dir(path)
+            images = find_image_dir(path, dump)
             dump = cls(images, root=path, metadata=_engine_metadata(images.parent if images != path else path))
         else:
             from imgtool.model import archive  # only archives need it
@@ -74,9 +101,9 @@ class Dump:
         return dump
 
     def close(self) -> None:
-        from imgtool.memory import space as memory
-
-        memory.release(self)
+        if self._memory_store is not None:    # unmap the pages files
+            self._memory_store.close()
+            self._memory_store = None
         for image in self._images.values():
             if image is not None:
                 image.close()
@@ -96,6 +123,15 @@ class Dump:
     def __repr__(self) -> str:
         return f"<Dump {self.path}>"
 
+    @property
+    def memory_store(self) -> DumpMemory:
+        """The pages files and pagemaps of this dump, shared by its tasks (created on first use, closed by close)."""
+        if self._memory_store is None:
+            from imgtool.memory.chain import DumpMemory
+
+            self._memory_store = DumpMemory(self)
+        return self._memory_store
+
     # -- images ------------------------------------------------------------------
 
     def image(self, name: str) -> Image | None:
@@ -104,7 +140,13 @@ class Dump:
             path = self.path / name
             if not path.exists() and (self.path / f"{name}.img").exists():
                 path = self.path / f"{name}.img"
-            self._images[name] = Image.open(path) if path.is_file() else None
+            image = Image.open(path) if path.is_file() else None
+            expected = magic.kind_for_name(path.name)
+            if image is not None and expected is not None and image.magic != expected:
+                image.close()
+                raise WrongKindError(f"wrong kind of image: the magic says {image.magic}, the file name says "
+                                     f"{expected}", path=str(path))
+            self._images[name] = image
         return self._images[name]
 
     def require(self, name: str) -> Image:
@@ -140,6 +182,11 @@ class Dump:
         target = parent_path(self.path)
         if target is None:
             return None
+        dump: Dump | None = self
+        while dump is not None:   # this dump and the ones it is the parent of: a link back to one of them loops
+            if dump.path.resolve() == target:
+                raise ParentLinkError(f"{self.path / PARENT_LINK}: the parent link loops back to {target}")
+            dump = dump._child
         return Dump(target, parent_of=self)
 
     def chain(self) -> Iterator[Dump]:
@@ -165,11 +212,34 @@ class Dump:
         """Every process in pstree order (the root first)."""
         return [Task(self, entry) for entry in self.entries("pstree")]
 
+    @cached_property
+    def tasks_by_ppid(self) -> dict[int, list[Task]]:
+        """Tasks by parent pid, in pstree order (children in O(1), whatever the size of the tree)."""
+        found: dict[int, list[Task]] = {}
+        for task in self.tasks:
+            found.setdefault(task.ppid, []).append(task)
+        return found
+
+    def require_pstree(self) -> None:
+        """Raise, saying what this dump is, when it has no process tree (a pre-dump, an incomplete copy)."""
+        if self.image("pstree") is not None:
+            return
+        parent = parent_path(self.path)
+        link = f"; its parent link points to {parent}" if parent is not None else ""
+        inventory = self.entries("inventory")
+        if inventory and inventory[0].HasField("pre_dump_mode"):
+            raise MissingImageError(f"{self.path}: a pre-dump (criu pre-dump: memory pages only, no processes "
+                                    f"or files){link}; open the dump taken after it to see processes")
+        raise MissingImageError(f"{self.path}: pstree.img is missing: no process tree (an incomplete copy of a "
+                                f"dump?){link}")
+
     def task(self, pid: int) -> Task:
         for task in self.tasks:
             if task.pid == pid:
                 return task
-        raise ImgtoolError(f"{self.path}: no process with pid {pid} in pstree.img")
+        self.require_pstree()
+        known = ", ".join(str(t.pid) for t in self.tasks[:20]) + (", ..." if len(self.tasks) > 20 else "")
+        raise UsageError(f"{self.path}: no process with pid {pid} in pstree.img (pids: {known or 'none'})")
 
     @property
     def root_task(self) -> Task | None:
@@ -179,13 +249,18 @@ class Dump:
 def parent_path(images: Path) -> Path | None:
     """Where ``images/parent`` points: a symlink, or (as copied by some tools) a file holding the path."""
     link = images / PARENT_LINK
-    if link.is_symlink() or link.is_dir():
-        target = link.resolve()
-    elif link.is_file() and link.stat().st_size < 4096:
-        target = (images / link.read_text().strip()).resolve()
-    else:
-        return None
-    return target if (target / "inventory.img").is_file() or target.is_dir() else None
+    try:
+        if link.is_symlink() or link.is_dir():
+            target = link.resolve(strict=True)
+        elif link.is_file() and link.stat().st_size < 4096:
+            target = (images / link.read_text(errors="surrogateescape").strip()).resolve(strict=True)
+        else:
+            return None
+        return target if (target / "inventory.img").is_file() or target.is_dir() else None
+    except FileNotFoundError:
+        return None     # a dangling link: no parent to read (checks report it)
+    except (OSError, RuntimeError, ValueError) as exc:   # a symlink loop (RuntimeError before Python 3.13), NUL...
+        raise ParentLinkError(f"{link}: the parent link cannot be followed ({exc})") from None
 
 
 def _engine_metadata(folder: Path) -> dict[str, Any]:
@@ -230,13 +305,22 @@ class Task:
         self.ppid = self.entry.ppid
         self.pgid = _task_id(self.entry, "pgid")
         self.sid = _task_id(self.entry, "sid")
+        self._memory: AddressSpace | None = None
 
     def __repr__(self) -> str:
         return f"<Task {self.pid} {self.comm!r}>"
 
     @property
     def threads(self) -> list[int]:
-        return list(self.entry.threads) or [self.pid]
+        listed = list(self.entry.threads)
+        if listed and self.pid not in listed:
+            # criu 4.2.1 writes an uninitialised thread id for a zombie (its only core image is core-<pid>)
+            try:
+                if self.dead:
+                    return [self.pid]
+            except ImgtoolError:
+                pass
+        return listed or [self.pid]
 
     @cached_property
     def core(self) -> Message:
@@ -261,6 +345,11 @@ class Task:
     def state(self) -> str:
         value = self.core.tc.task_state if self.core.HasField("tc") else 0
         return TASK_STATES.get(value, f"state {value}")
+
+    @property
+    def dead(self) -> bool:
+        """A zombie at dump time: only its core image exists (no fds, no memory, no fs)."""
+        return self.state == "zombie"
 
     @property
     def exit_code(self) -> int:
@@ -290,18 +379,25 @@ class Task:
 
     @property
     def children(self) -> list[Task]:
-        return [t for t in self.dump.tasks if t.ppid == self.pid and t is not self]
+        return [t for t in self.dump.tasks_by_ppid.get(self.pid, ()) if t is not self]
 
     @property
     def parent(self) -> Task | None:
         return next((t for t in self.dump.tasks if t.pid == self.ppid), None)
 
-    @cached_property
+    @property
     def memory(self) -> AddressSpace:
-        """The task's address space: VMAs and the dumped bytes behind them."""
-        from imgtool.memory.space import address_space
+        """The task's address space: VMAs and the dumped bytes behind them (built on first use)."""
+        if self._memory is None:
+            from imgtool.memory.space import address_space
 
-        return address_space(self)
+            self._memory = address_space(self)
+        return self._memory
+
+    @property
+    def memory_built(self) -> bool:
+        """Whether ``memory`` has been built (reading from it then costs no new walk of the pagemaps)."""
+        return self._memory is not None
 
     @property
     def cmdline(self) -> list[str]:

@@ -275,7 +275,9 @@ def _queued_note(data: bytes) -> str:
 
 
 def task_fds(task: Task) -> list[Fd]:
-    """The task's open fds, in fd order."""
+    """The task's open fds, in fd order (none for a zombie: CRIU writes no ids or fdinfo for it)."""
+    if task.dead:
+        return []
     table = task.dump.file_table
     image = f"fdinfo-{task.ids.files_id}"
     entries = task.dump.entries(image)

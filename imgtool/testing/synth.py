@@ -48,10 +48,11 @@ from imgtool.format.flags import (
 )
 from imgtool.format.image import image_bytes
 from imgtool.format.pb import message_class
-from imgtool.memory.space import AT_PAGESZ
+from imgtool.memory.vma import AT_PAGESZ
 
 if TYPE_CHECKING:
-    from imgtool.memory.space import AddressSpace, Vma
+    from imgtool.memory.space import AddressSpace
+    from imgtool.memory.vma import Vma
     from imgtool.model.dump import Dump, Task
 
 TASK_ALIVE = 1
@@ -660,7 +661,7 @@ def _largest_anon_vma(dump: Dump) -> tuple[Task, Vma]:
 def _dumped_pattern(space: AddressSpace, vma: Vma) -> list[tuple[int, int]]:
     """(offset in the VMA, length) of its address-contiguous dumped runs."""
     runs: list[tuple[int, int]] = []
-    for start, end, _, _ in space._extents.slices(vma.start, vma.end):
+    for start, end, _, _ in space.index.slices(vma.start, vma.end):
         if runs and runs[-1][0] + runs[-1][1] == start - vma.start:
             runs[-1] = (runs[-1][0], runs[-1][1] + end - start)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import platform
 import re
@@ -14,7 +15,8 @@ from pathlib import Path
 from google.protobuf.message import Message
 
 from imgtool.analysis.checks import ERROR, INFO, WARNING, Context, Finding, check
-from imgtool.analysis.checks.images import page_size, unix_sockets
+from imgtool.analysis.checks.images import REMAP_GHOST, REMAP_GHOST_BIT, REMAP_LINKED, page_size, unix_sockets
+from imgtool.analysis.checks.mounts import AUTODETECTED_MOUNT, Location, MountTree
 from imgtool.crit.explore import pagemap_runs
 from imgtool.format.elf import as_words, build_id
 from imgtool.format.fields import enum_name
@@ -68,22 +70,109 @@ def _referenced_files(dump: Dump) -> dict[int, str]:
 
 @check("files on the host", kind="host")
 def files_on_host(ctx: Context) -> Iterator[Finding]:
+    """Every file criu reopens by path, looked up where the restored task will see it (see mounts.py)."""
     dump = ctx.dump
     if not _restorable(dump):
         return
-    if _own_namespace(dump, "mnt") and ctx.root == Path("/") and not ctx.has_option("--root"):
-        yield Finding(INFO, "host-files-skipped", "the dump has its own mount namespace: its files are "
-                      "checked only against --root ROOTFS", "pass the container's rootfs with --root")
-        return
-    remapped = {r.orig_id for r in dump.entries("remap-fpath")}
+    tree = MountTree(dump, ctx.criu_options)
+    if tree.present:
+        root = _restore_root(ctx)
+        problems = list(_mount_namespace(ctx, tree, root))
+        yield from problems
+        if root is None or any(f.code == "host-root-missing" for f in problems):
+            return
+    else:
+        root = _host_root(ctx)
+    remaps = {r.orig_id: r for r in dump.entries("remap-fpath")}
+    elsewhere: dict[str, int] = {}
     for file_id, why in sorted(_referenced_files(dump).items()):
-        if file_id not in remapped:
-            yield from _check_file(ctx, dump.file_table.payload("REG", file_id), why)
+        reg = dump.file_table.payload("REG", file_id)
+        remap = remaps.get(file_id)
+        if remap is not None:
+            if _remap_type(remap) != REMAP_LINKED:
+                continue          # ghost (from its image) or a dead task's /proc file: nothing on the host
+            link = dump.file_table.payload("REG", remap.remap_id)
+            if link is None:
+                continue
+            reg, why = link, f"link of deleted {reg.name}, {why}"
+        where = tree.locate(reg.name, reg.mnt_id if reg.HasField("mnt_id") else None, root)
+        if where.how == "host" and _proc_of_dumped_task(dump, reg.name):
+            where = Location(None, None, "recreated", "they are /proc files of dumped tasks, which the restore "
+                             "brings back with their pids")
+        if where.host is None:
+            elsewhere[where.why] = elsewhere.get(where.why, 0) + 1
+            continue
+        yield from _check_file(ctx, reg, why, where.host)
+    for why, count in sorted(elsewhere.items()):
+        yield Finding(INFO, "host-files-restored", f"{count} file(s) not looked for on this host: {why}",
+                      image="files.img")
 
 
-def _check_file(ctx: Context, reg, why: str) -> Iterator[Finding]:
-    path = ctx.root / reg.name.lstrip("/")
-    where = f"{reg.name} ({why})"
+def _proc_of_dumped_task(dump: Dump, path: str) -> bool:
+    """Whether ``path`` is /proc/PID/... (or /proc/PID/task/TID/...) of a task the restore recreates."""
+    parts = path.split("/")
+    if len(parts) < 3 or parts[0] != "" or parts[1] != "proc" or not parts[2].isdigit():
+        return False
+    return int(parts[2]) in {tid for task in dump.tasks for tid in task.threads}
+
+
+def _host_root(ctx: Context) -> Path:
+    """Where files are without a mount namespace: criu ignores its --root then (it opens "/")."""
+    criu_root = ctx.option_value("--root")
+    if criu_root is not None and ctx.root == Path(criu_root):
+        return Path("/")
+    return ctx.root
+
+
+def _restore_root(ctx: Context) -> Path | None:
+    """The directory criu binds as the root of a restored mount namespace: its --root (None: not given), looked
+    for at imgtool's own --root when that names another place."""
+    criu_root = ctx.option_value("--root")
+    if criu_root is None:
+        return None
+    return ctx.root if ctx.root != Path("/") else Path(criu_root)
+
+
+def _mount_namespace(ctx: Context, tree: MountTree, root: Path | None) -> Iterator[Finding]:
+    """What rebuilding the dumped mount namespace needs: --root, and every external mount mapped to a host path."""
+    root_mount = next((m for m in tree.mounts if tree.is_root(m)), None)
+    shown = f" (it was {root_mount.entry.root} on the dumped host)" if root_mount is not None else ""
+    image = f"mountpoints-{root_mount.ns}.img" if root_mount is not None else None
+    if root is None:
+        yield Finding(ERROR, "option-root", "the dump has its own mount namespace: criu says 'The --root option "
+                      "is required to restore a mount namespace'", f"pass --root ROOTFS, the directory that holds "
+                      f"the dumped root filesystem{shown}", image)
+    elif not root.is_dir():
+        yield Finding(ERROR, "host-root-missing", f"--root {root} is not a directory here: criu cannot bind "
+                      f"it as the root of the restored mount namespace{shown}", "pass the rootfs directory as --root",
+                      image)
+    for m in tree.mounts:
+        if not m.ext_key:
+            continue
+        value, problem = tree.external_value(m)
+        image = f"mountpoints-{m.ns}.img"
+        if problem:
+            key = m.ext_key
+            hint = ("add --ext-mount-map auto" if key == AUTODETECTED_MOUNT else
+                    f"add --external 'mnt[{key}]:HOST-PATH' (container engines pass these themselves: restore "
+                    "through them)")
+            yield Finding(ERROR, "option-ext-mount", f"external mount {m.mountpoint}: {problem}", hint, image)
+        elif value is not None and not Path(value).exists():
+            yield Finding(ERROR, "host-ext-mount-missing", f"external mount {m.mountpoint} is mapped to {value}, "
+                          "which does not exist here: criu cannot bind-mount it", f"create {value} or map "
+                          f"mnt[{m.ext_key}] to another path", image)
+
+
+def _remap_type(remap: Message) -> int:
+    """REMAP_TYPE of a remap-fpath entry; old images flag a ghost in remap_id's top bit (files-reg.c:733)."""
+    if remap.HasField("remap_type"):
+        return remap.remap_type
+    return REMAP_GHOST if remap.remap_id & REMAP_GHOST_BIT else REMAP_LINKED
+
+
+def _check_file(ctx: Context, reg, why: str, path: Path) -> Iterator[Finding]:
+    shown = "" if path == Path("/") / reg.name.lstrip("/") else f", here {path}"
+    where = f"{reg.name} ({why}{shown})"
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -163,7 +252,244 @@ def sockets(ctx: Context) -> Iterator[Finding]:
         yield Finding(ERROR, "option-tcp-established", f"{len(established)} connected TCP socket(s) in the dump: "
                       "criu says 'Connected TCP socket in image'", "add --tcp-established (or --tcp-close)",
                       "files.img", option="--tcp-established")
+    yield from _ping_sockets(ctx)
+    yield from _tcp_unsent(ctx, established)
     yield from _external_unix(ctx)
+    yield from _unix_bind_paths(ctx)
+
+
+USK_TCP_ESTABLISHED, USK_TCP_LISTEN = 1, 10
+
+
+def _userns_root(dump: Dump) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]], int, int] | None:
+    """(uid map, gid map, host uid, host gid of the namespace's root) when the dump has its own user namespace."""
+    root = dump.root_task
+    if root is None or dump.image(f"ids-{root.pid}") is None or not root.ids.HasField("user_ns_id"):
+        return None
+    inv = dump.inventory
+    if inv.HasField("root_ids") and inv.root_ids.user_ns_id == root.ids.user_ns_id:
+        return None
+    found = dump.entries(f"userns-{root.ids.user_ns_id}")
+    if not found:
+        return None
+    uids = [(e.first, e.lower_first, e.count) for e in found[0].uid_map]
+    gids = [(e.first, e.lower_first, e.count) for e in found[0].gid_map]
+    uid = next((low for first, low, _ in uids if first == 0), None)
+    gid = next((low for first, low, _ in gids if first == 0), None)
+    return None if uid is None or gid is None else (uids, gids, uid, gid)
+
+
+def _unlink_denied(path: Path, userns: tuple) -> str | None:
+    """Why the root of the dumped user namespace may not unlink ``path`` (None: it may)."""
+    uids, gids, uid, gid = userns
+
+    def mapped(value: int, ranges: list[tuple[int, int, int]]) -> bool:
+        return any(low <= value < low + count for _, low, count in ranges)
+
+    try:
+        parent, st = path.parent.stat(), path.lstat()
+    except OSError:
+        return None
+    privileged = mapped(parent.st_uid, uids) and mapped(parent.st_gid, gids)   # capable_wrt_inode_uidgid
+    if not privileged:
+        bits = (parent.st_mode >> 6 if parent.st_uid == uid else parent.st_mode >> 3 if parent.st_gid == gid
+                else parent.st_mode) & 0o7
+        if bits & 0o3 != 0o3:
+            return f"{path.parent} (mode {parent.st_mode & 0o7777:o}, owner {parent.st_uid}) is not writable by " \
+                   f"the namespace's root, host uid {uid}"
+    if parent.st_mode & stat.S_ISVTX and uid not in (st.st_uid, parent.st_uid) \
+            and not (mapped(st.st_uid, uids) and mapped(st.st_gid, gids)):
+        return f"{path.parent} is sticky and {path.name} belongs to uid {st.st_uid}"
+    return None
+
+
+def _unix_bind_paths(ctx: Context) -> Iterator[Finding]:
+    """A unix socket criu binds to a path again (all but connected stream sockets, sk-unix.c bind_unix_sk).
+
+    criu first removes a stale socket file there (unlink_sk), never another kind of file, and as the restored
+    root task: in a dumped user namespace with that namespace's root's rights. Whatever stays makes bind() fail
+    'Address already in use'.
+    """
+    dump = ctx.dump
+    if not _restorable(dump):
+        return
+    tree = MountTree(dump, ctx.criu_options)
+    root = _restore_root(ctx) if tree.present else _host_root(ctx)
+    if root is None:
+        return
+    userns = _userns_root(dump)
+    for usk in unix_sockets(dump):
+        raw = bytes(usk.name).rstrip(b"\0")
+        if not raw or raw[:1] == b"\0" or usk.uflags & USK_EXTERN or usk.deleted:
+            continue      # abstract, outside the dump, or deleted (bound aside the file there, bind_on_deleted)
+        if usk.type != SOCK_DGRAM and usk.state == USK_TCP_ESTABLISHED:
+            continue
+        name = os.fsdecode(raw)
+        if not name.startswith("/"):
+            if not usk.HasField("name_dir") or not usk.name_dir.startswith("/"):
+                continue
+            name = f"{usk.name_dir.rstrip('/')}/{name}"
+        where = tree.locate(name, usk.mnt_id if usk.HasField("mnt_id") else None, root)
+        if where.host is None or not os.path.lexists(where.host):
+            continue
+        mode = where.host.lstat().st_mode
+        why = None
+        if not stat.S_ISSOCK(mode):
+            why = "is not a socket file, which criu leaves alone"
+        elif userns is not None:
+            denied = _unlink_denied(where.host, userns)
+            why = f"is a stale socket file criu cannot remove: {denied}" if denied else None
+        if why:
+            shown = "" if str(where.host) == name else f" (here {where.host})"
+            yield Finding(ERROR, "host-unix-path-taken", f"unix socket ino {usk.ino} is bound to {name}{shown}, "
+                          f"which {why}: criu would fail 'Can't bind ... Address already in use'",
+                          f"remove {where.host} before restoring", "files.img")
+
+
+TCP_STATES = {1: "ESTABLISHED", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK",
+              11: "CLOSING"}
+
+
+def _ip(words: list[int], family: int) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address of an InetSkEntry (src_addr/dst_addr: 32-bit words in network byte order, as in memory)."""
+    raw = b"".join(w.to_bytes(4, "little") for w in words)
+    try:
+        return ipaddress.ip_address(raw[:4] if family == socket.AF_INET else raw[:16])
+    except ValueError:
+        return None
+
+
+def _proc_net_connections() -> set[tuple[str, int, str, int]] | None:
+    """(local ip, port, remote ip, port) of every TCP socket of the current net namespace (None: unreadable)."""
+    found = set()
+    for name, size in (("tcp", 4), ("tcp6", 16)):
+        try:
+            lines = Path(f"/proc/net/{name}").read_text().splitlines()[1:]
+        except OSError:
+            return None
+        for line in lines:
+            fields = line.split()
+            ends = []
+            for end in fields[1:3]:
+                addr, port = end.split(":")
+                raw = b"".join(int(addr[i:i + 8], 16).to_bytes(4, "little") for i in range(0, len(addr), 8))
+                ends += [str(ipaddress.ip_address(raw[:size])), int(port, 16)]
+            found.add(tuple(ends))
+    return found
+
+
+def _locked(src: str, sport: int, dst: str, dport: int) -> bool | None:
+    """Whether criu's dump-time DROP rule for the connection is in this net namespace (netfilter.c
+    IPTABLES_CONN_CMD); None when iptables cannot be asked."""
+    import shutil
+
+    for tool in ("iptables", "ip6tables"):
+        binary = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
+        if binary is None:
+            return None
+        try:
+            out = subprocess.run([binary, "-w", "-S"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        for line in out.splitlines():
+            if "DROP" in line and f"--sport {sport}" in line and f"--dport {dport}" in line:
+                return True
+    return False
+
+
+def _tcp_unsent(ctx: Context, connections: list[Message]) -> Iterator[Finding]:
+    """Data a TCP socket had not sent yet: criu sends it with repair mode off (soccr.c, 'not-sent send' queue).
+
+    Packets of a restored connection reach the network unless criu's dump-time DROP rules are still in place; a
+    loopback peer that is gone answers with a reset, send() fails with EPIPE and so does the restore ('Can't
+    restore not-sent send queue data'). A peer on another host still holds the connection: nothing to tell.
+    """
+    dump = ctx.dump
+    if not connections or not ctx.has_option("--tcp-established") or dump.files_named("netns-"):
+        return
+    alive = None
+    for isk in connections:
+        stream = dump.entries(f"tcp-stream-{isk.ino:x}")
+        if not stream or not stream[0].unsq_len:
+            continue
+        src, dst = _ip(list(isk.src_addr), isk.family), _ip(list(isk.dst_addr), isk.family)
+        mapped = getattr(dst, "ipv4_mapped", None)
+        if src is None or dst is None or not (dst.is_loopback or (mapped is not None and mapped.is_loopback)):
+            continue
+        if alive is None:
+            alive = _proc_net_connections()
+            if alive is None:
+                return
+        if (str(dst), isk.dst_port, str(src), isk.src_port) in alive or _peer_in_dump(connections, isk):
+            continue
+        locked = _locked(str(src), isk.src_port, str(dst), isk.dst_port)
+        if locked:
+            continue
+        state = TCP_STATES.get(isk.state, f"state {isk.state}")
+        text = (f"TCP {src}:{isk.src_port} -> {dst}:{isk.dst_port} ({state}) has {stream[0].unsq_len} unsent "
+                f"bytes, its loopback peer is neither in the dump nor here")
+        if locked is None:
+            yield Finding(WARNING, "host-tcp-peer-gone", f"{text}, and iptables cannot tell whether criu's dump-time "
+                          "DROP rules still hold its packets: if not, the restore fails 'Can't restore not-sent "
+                          "send queue data'", "restore where the connection's peer still runs", "files.img")
+        else:
+            yield Finding(ERROR, "host-tcp-peer-gone", f"{text}, and no DROP rule of criu holds its packets: the "
+                          "peer's reset makes criu fail 'Can't restore not-sent send queue data ... Broken pipe'",
+                          "restore in the net namespace (and with the iptables rules) the dump left, with the "
+                          "peer running", "files.img")
+            return
+
+
+def _peer_in_dump(connections: list[Message], isk: Message) -> bool:
+    """Whether the other end of the connection is a socket of the dump too."""
+    return any(o.src_port == isk.dst_port and o.dst_port == isk.src_port and list(o.src_addr) == list(isk.dst_addr)
+               for o in connections)
+
+
+IPPROTO_ICMP, IPPROTO_ICMPV6 = 1, 58
+
+
+def _ping_range(dump: Dump, isk: Message) -> tuple[tuple[int, int], str]:
+    """(net.ipv4.ping_group_range the socket is created under, where it comes from).
+
+    criu restores a dumped net namespace's ping_group_range before the sockets (net.c, ipv4_sysctl, skipped when it
+    is the default "1 0"); a socket of criu's own net namespace gets this host's current value.
+    """
+    ns_id = isk.ns_id if isk.HasField("ns_id") else None
+    if ns_id is None and dump.root_task is not None and dump.image(f"ids-{dump.root_task.pid}") is not None:
+        ns_id = dump.root_task.ids.net_ns_id
+    netns = dump.entries(f"netns-{ns_id}") if ns_id is not None else []
+    if netns:
+        values = [e.sarg for e in netns[0].ipv4_sysctl if e.HasField("sarg")]
+        text, where = (values[0] if values else "1 0"), "the dumped net namespace"
+    else:
+        try:
+            text, where = Path("/proc/sys/net/ipv4/ping_group_range").read_text(), "this host"
+        except OSError:
+            return (0, 0xFFFFFFFF), "unknown"
+    try:
+        low, high = (int(x) for x in text.split()[:2])
+    except ValueError:
+        return (0, 0xFFFFFFFF), "unknown"
+    return (low, high), where
+
+
+def _ping_sockets(ctx: Context) -> Iterator[Finding]:
+    """ICMP datagram ("ping") sockets: the kernel lets only groups in net.ipv4.ping_group_range create them
+    (ping_init_sock, no capability overrides it): criu fails 'Can't create inet socket: Permission denied'."""
+    dump = ctx.dump
+    groups = {os.getegid(), *os.getgroups()}
+    for entry in dump.entries("files"):
+        isk = entry.isk if entry.HasField("isk") else None
+        if isk is None or isk.type != SOCK_DGRAM or isk.proto not in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+            continue
+        (low, high), where = _ping_range(dump, isk)
+        if not any(low <= g <= high for g in groups):
+            yield Finding(ERROR, "host-ping-group", f"ICMP datagram socket (ino {isk.ino}): net.ipv4.ping_group_range "
+                          f"of {where} is {low} {high}, which excludes criu's groups {sorted(groups)}: criu says "
+                          "'Can't create inet socket: Permission denied'", "widen it first: sysctl -w "
+                          "net.ipv4.ping_group_range='0 2147483647'", "files.img")
+            return
 
 
 def _sun_name(usk: Message) -> str:
@@ -233,10 +559,13 @@ def file_locks(ctx: Context) -> Iterator[Finding]:
 def shell_job(ctx: Context) -> Iterator[Finding]:
     dump = ctx.dump
     root = dump.root_task
-    if not _restorable(dump) or root is None or ctx.has_option("--shell-job", "-j"):
+    if not _restorable(dump) or root is None:
         return
-    has_tty = bool(dump.entries("tty-info")) or any(e.HasField("tty") for e in dump.entries("files"))
-    conflict = "it uses a terminal" if has_tty else _session_conflict(dump, os.getsid(0), os.getpgid(0))
+    shell = ctx.has_option("--shell-job", "-j")
+    yield from _ttys(ctx, shell)
+    if shell:
+        return
+    conflict = _session_conflict(dump, os.getsid(0), os.getpgid(0))
     if conflict:
         yield Finding(ERROR, "option-shell-job", f"dumped as a shell job: {conflict}", "add --shell-job (and "
                       "restore from a terminal)", "pstree.img", option="--shell-job")
@@ -244,6 +573,112 @@ def shell_job(ctx: Context) -> Iterator[Finding]:
         yield Finding(INFO, "option-shell-job", f"dumped as a shell job (session leader {root.sid} is not in the "
                       "dump): without --shell-job criu restores it into the session criu runs in",
                       "add --shell-job to restore it as a job of the restoring shell", "pstree.img")
+
+
+# tty drivers as criu 4.2.1 picks them by rdev (tty.c get_tty_driver); TTYAUX_MAJOR 5, TTY_MAJOR 4
+PTM, PTS, CONSOLE, CTTY, VT, SERIAL, EXT = "ptmx", "pts", "console", "ctty", "vt", "serial", "ext"
+
+
+def _tty_driver(ctx: Context, tie: Message) -> str | None:
+    """The driver criu restores a tty-info entry with (None: 'Unable to find a tty driver')."""
+    rdev, dev = tie.rdev, tie.dev
+    key = f"tty[{rdev:x}:{dev:x}]"
+    if any(key in opt for opt in ctx.criu_options):    # --external tty[..] or --inherit-fd fd[N]:tty[..]
+        return EXT
+    major, minor = os.major(rdev), os.minor(rdev)
+    if major == 5:
+        return {2: PTM, 1: CONSOLE, 0: CTTY}.get(minor)
+    if major == 4:
+        return VT if 1 <= minor <= 63 else None
+    if major in (188, 204):
+        return SERIAL
+    if 128 <= major <= 135:
+        return PTM
+    return PTS if major == 136 else None
+
+
+def _ttys(ctx: Context, shell: bool) -> Iterator[Finding]:
+    """The terminals of the dump as criu 4.2.1 restores them (tty.c).
+
+    Only a terminal inherited from outside the tree needs --shell-job: a pty slave whose master is not in the dump
+    (tty_find_restoring_task -> 'No task found with sid', tty_verify_active_pairs -> 'Found slave peer index %d
+    without correspond master peer'). A pty pair created inside the tree restores without it; a terminal's session
+    must then be led by a dumped task (prepare_ctl_tty), --shell-job or not.
+    """
+    dump = ctx.dump
+    infos = {tie.id: tie for tie in dump.entries("tty-info")}
+    files = [e.tty for e in dump.entries("files") if e.HasField("tty")] + dump.entries("tty")
+    if not files:
+        return
+    orphan = ctx.has_option("--orphan-pts-master")
+    drivers = {i: _tty_driver(ctx, tie) for i, tie in infos.items()}
+    for i, driver in drivers.items():
+        if driver is None:
+            tie = infos[i]
+            yield Finding(ERROR, "tty-driver", f"tty {i:#x} (rdev {os.major(tie.rdev)}:{os.minor(tie.rdev)}): criu "
+                          "says 'Unable to find a tty driver'", "", "tty-info.img")
+            return
+
+    def master(i: int) -> bool:
+        d = drivers[i]
+        return d in (PTM, CONSOLE, CTTY, EXT) or (d in (VT, SERIAL) and not shell)
+
+    active = {i for i, tie in infos.items() if drivers[i] in (PTM, PTS) and tie.HasField("termios")}
+
+    def paired(i: int) -> bool:
+        return (i - 1 if master(i) else i + 1) in active
+
+    used = [(f, infos.get(f.tty_info_id)) for f in files]
+    missing = [f.tty_info_id for f, tie in used if tie is None]
+    if missing:   # criu: 'Not all TTYs got its infos'
+        yield Finding(ERROR, "image-tty-info-missing", f"tty-info.img has no entry {missing[0]:#x} for a terminal "
+                      "file: criu says 'Not all TTYs got its infos'", "take a new dump", "tty-info.img")
+        return
+    pty_index = [tie.pty.index if drivers[tie.id] in (PTM, PTS) else None for _, tie in used]
+
+    # tty_setup_slavery: the first terminal of each session (not a slave with its peer open) sets it up
+    leader: dict[int, int] = {}
+    for n, (_, tie) in enumerate(used):
+        if not tie.sid or drivers[tie.id] == CTTY or tie.sid in leader:
+            continue
+        linked = pty_index[n] is not None and pty_index.count(pty_index[n]) > 1
+        if not master(tie.id) and linked:
+            continue
+        leader[tie.sid] = n
+    inherited = []
+    for n, (_, tie) in enumerate(used):
+        if not tie.HasField("termios") or drivers[tie.id] == CTTY:     # hung up, or /dev/tty itself
+            continue
+        if tie.sid:
+            if not master(tie.id) and not paired(tie.id):
+                if not orphan:
+                    inherited.append(tie)
+                    continue
+            elif not master(tie.id):
+                continue
+            if leader.get(tie.sid) != n:
+                continue
+            first = next((t for t in dump.tasks if t.sid == tie.sid), None)
+            if first is None or first.pid != first.sid:
+                yield Finding(ERROR, "tty-session-missing", f"terminal {tie.id:#x} is the controlling terminal of "
+                              f"session {tie.sid}, whose leader is not in the dump: criu says 'No task found with "
+                              f"sid {tie.sid}'", "dump the whole session (from its leader)", "tty-info.img")
+        elif not master(tie.id) and not paired(tie.id):
+            inherited.append(tie)
+    unpaired = sorted({i >> 1 for i in active if not i & 1 and i + 1 not in active})
+    if len(unpaired) > 1:
+        yield Finding(ERROR, "tty-external-peers", f"pty slaves {', '.join(map(str, unpaired))} have no master in "
+                      "the dump: criu says 'Only one slave external peer is allowed'", "dump the process that "
+                      "holds the terminal's master too", "tty-info.img")
+    if shell:
+        return
+    if inherited or (unpaired and not orphan):
+        tie = inherited[0] if inherited else None
+        what = (f"terminal {tie.id:#x} (pty {tie.pty.index if tie.HasField('pty') else '?'})" if tie is not None
+                else f"pty {unpaired[0]}")
+        yield Finding(ERROR, "option-shell-job", f"{what} is inherited from outside the dump (its master peer is "
+                      "not in it): criu needs --shell-job to give it the restoring terminal",
+                      "add --shell-job (and restore from a terminal)", "tty-info.img", option="--shell-job")
 
 
 def _session_conflict(dump: Dump, here_sid: int, here_pgid: int) -> str | None:
@@ -269,20 +704,6 @@ def _session_conflict(dump: Dump, here_sid: int, here_pgid: int) -> str | None:
         if Path(f"/proc/{task.pgid}").exists():
             return f"process group {task.pgid} of task {task.pid} needs pid {task.pgid}, which is in use here"
     return None
-
-
-@check("external mounts", kind="host")
-def external_mounts(ctx: Context) -> Iterator[Finding]:
-    if ctx.has_option("--ext-mount-map", "--external"):
-        return
-    for name in ctx.dump.files_named("mountpoints-"):
-        external = [m for m in ctx.dump.entries(name.removesuffix(".img")) if m.ext_key]
-        if external:
-            shown = ", ".join(f"{m.mountpoint} ({m.ext_key})" for m in external[:3])
-            more = f" and {len(external) - 3} more" if len(external) > 3 else ""
-            yield Finding(ERROR, "option-ext-mount", f"{len(external)} external mount(s): {shown}{more}; criu says "
-                          "'No mapping for ... mountpoint'", "add --ext-mount-map KEY:HOST-PATH for each "
-                          "(container engines pass these themselves: restore through them)", name)
 
 
 # ------------------------------------------------------------------ machine

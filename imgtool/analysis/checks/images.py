@@ -12,7 +12,7 @@ from imgtool.errors import ImgtoolError, RawImageError
 from imgtool.format import magic, pagemap
 from imgtool.format.flags import PE_PARENT, PE_PRESENT
 from imgtool.format.image import Image
-from imgtool.memory.space import memory_of, page_size_of
+from imgtool.memory.vma import page_size_of
 from imgtool.model.dump import Dump, Task
 
 
@@ -72,11 +72,27 @@ def every_image_decodes(ctx: Context) -> Iterator[Finding]:
             yield Finding(ERROR, "image-corrupt", str(exc), "the dump is damaged; take a new dump", path.name)
 
 
+TASK_DEAD = 2     # criu's task_state of a zombie (cr-dump.c dump_one_zombie); compel's 6 is never written
+
+
+def is_zombie(dump: Dump, task: Task) -> bool:
+    """A task that was dead at dump time: criu wrote only its core image (dump_one_zombie, cr-dump.c:944)."""
+    if dump.image(f"core-{task.pid}") is None:
+        return False
+    core = task.core
+    return core.HasField("tc") and core.tc.task_state in (TASK_DEAD, 6)
+
+
 def _needed_images(dump: Dump, task: Task) -> list[str]:
-    """The per-task images criu restore fails without (a zombie has no mm, fs or pagemap)."""
+    """The per-task images criu restore fails without.
+
+    A zombie has a core image only: criu reads no ids (an empty ids image is fine, pstree.c:516), and restores it
+    as a zombie without mm, fs, pagemap or fds (cr-restore.c restore_one_zombie).
+    """
+    if is_zombie(dump, task):
+        return [f"core-{task.pid}"]
     needed = [f"core-{tid}" for tid in task.threads] + [f"ids-{task.pid}"]
-    zombie = dump.image(f"core-{task.pid}") is not None and task.state == "zombie"
-    return needed if zombie else [*needed, f"mm-{task.pid}", f"fs-{task.pid}", f"pagemap-{task.pid}"]
+    return [*needed, f"mm-{task.pid}", f"fs-{task.pid}", f"pagemap-{task.pid}"]
 
 
 @check("per-task images")
@@ -94,7 +110,9 @@ def per_task_images(ctx: Context) -> Iterator[Finding]:
 
 def _fdinfo_missing(dump: Dump, task: Task) -> Iterator[Finding]:
     """criu opens a missing image as an empty one: without fdinfo-N.img the task comes back with no fds."""
-    if dump.image(f"ids-{task.pid}") is None or dump.image(f"fdinfo-{task.ids.files_id}") is not None:
+    if is_zombie(dump, task) or dump.image(f"ids-{task.pid}") is None:
+        return
+    if dump.image(f"fdinfo-{task.ids.files_id}") is not None:
         return
     name = f"fdinfo-{task.ids.files_id}.img"
     yield Finding(WARNING, "image-fdinfo-missing", f"{name} is missing: criu restores task {task.pid} with no "
@@ -190,7 +208,7 @@ def parent_chain(ctx: Context) -> Iterator[Finding]:
                       "(keep the relative 'parent' link valid)", "parent")
         return
     yield Finding(INFO, "image-parent", f"incremental dump: {len(needs_parent)} runs come from {parent.path}")
-    size, store = page_size(dump), memory_of(dump)
+    size, store = page_size(dump), dump.memory_store
     for pid in sorted({pid for pid, _, _ in needs_parent}):
         name = f"pagemap-{pid}"
         try:
@@ -204,14 +222,29 @@ def parent_chain(ctx: Context) -> Iterator[Finding]:
                           "parent dump holds them", "take a full (non-incremental) dump", f"{name}.img")
 
 
+REMAP_LINKED, REMAP_GHOST, REMAP_PROCFS = 0, 1, 2   # remap-file-path.proto remap_type
+REMAP_GHOST_BIT = 1 << 31                            # images without remap_type flag a ghost in remap_id
+
+
+def ghost_image(remap: Message) -> str | None:
+    """The ghost image a remap-fpath entry needs: ``ghost-file-%x`` of its remap id (image-desc.c:68), or None."""
+    if remap.HasField("remap_type"):
+        ghost, remap_id = remap.remap_type == REMAP_GHOST, remap.remap_id
+    else:
+        ghost, remap_id = bool(remap.remap_id & REMAP_GHOST_BIT), remap.remap_id & ~REMAP_GHOST_BIT
+    return f"ghost-file-{remap_id:x}" if ghost else None
+
+
 @check("ghost files")
 def ghost_files(ctx: Context) -> Iterator[Finding]:
+    """A deleted file comes back from its ghost image; criu reads a missing one as empty and fails."""
     dump = ctx.dump
     for index, remap in enumerate(dump.entries("remap-fpath")):
-        if remap.remap_type == 1 and dump.image(f"ghost-file-{remap.remap_id}") is None:
+        name = ghost_image(remap)
+        if name is not None and dump.image(name) is None:
             path = dump.file_table.path(remap.orig_id) or f"file id {remap.orig_id}"
-            yield Finding(ERROR, "image-ghost-missing", f"deleted file {path} needs ghost-file-{remap.remap_id}.img, "
-                          "which is missing", "take a new dump", "remap-fpath.img", index)
+            yield Finding(ERROR, "image-ghost-missing", f"deleted file {path} needs {name}.img, which is missing",
+                          "take a new dump", "remap-fpath.img", index)
 
 
 @check("shared memory contents")

@@ -45,14 +45,17 @@ def _context(args: argparse.Namespace, dump) -> Context:
 
 
 def show(findings: list[Finding], ctx: Context) -> None:
+    from rich.markup import escape
+
     from imgtool.render.console import console
 
     out = console()
-    for f in findings:
-        where = f" [dim]({f.image}{'' if f.entry is None else f' entry {f.entry}'})[/]" if f.image else ""
-        out.print(f"[{STYLE[f.severity]}]{f.severity:7}[/] [bold]{f.code}[/]: {f.message}{where}", highlight=False)
+    for f in findings:   # messages quote names from the dump: escaped, "[" in them is text
+        where = f" [dim]({escape(f.image)}{'' if f.entry is None else f' entry {f.entry}'})[/]" if f.image else ""
+        out.print(f"[{STYLE[f.severity]}]{f.severity:7}[/] [bold]{f.code}[/]: {escape(f.message)}{where}",
+                  highlight=False)
         if f.hint:
-            out.print(f"         [cyan]→ {f.hint}[/]", highlight=False)
+            out.print(f"         [cyan]→ {escape(f.hint)}[/]", highlight=False)
     errors = sum(f.severity == ERROR for f in findings)
     warnings = sum(f.severity == WARNING for f in findings)
     with_opts = f" with criu options {ctx.describe_options()}"

@@ -10,10 +10,11 @@ import argparse
 import sys
 from typing import IO, TYPE_CHECKING
 
-from imgtool import open as open_dump
+from imgtool.cli.commands.inspect import add_dump_option, open_checkpoint
 from imgtool.cli.main import EXIT_DIFFERENT, EXIT_OK
 from imgtool.errors import UsageError
-from imgtool.memory.search import CHUNK, REGEX_WINDOW, Hit, Literal, Pattern, Regex, extract, search_space, spaces
+from imgtool.memory.extract import extract
+from imgtool.memory.search import CHUNK, REGEX_WINDOW, Hit, Literal, Pattern, Regex, search_space, spaces
 from imgtool.memory.space import AddressSpace, address_space
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--context", type=int, default=16, metavar="N", help="bytes shown before and after (default 16)")
     p.add_argument("-m", "--max-count", type=int, metavar="N", help="stop after N matches")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_dump_option(p)
     p.set_defaults(func=cmd_search)
 
     p = verbs.add_parser("dump", help="a whole mapping as the process saw it (missing pages as zeros)")
@@ -58,6 +60,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def _dir_pid(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="image directory or checkpoint archive")
     p.add_argument("pid", type=int, help="process id")
+    add_dump_option(p)
 
 
 def parse_number(text: str, what: str) -> int:
@@ -76,7 +79,7 @@ def parse_number(text: str, what: str) -> int:
 
 def cmd_read(args: argparse.Namespace) -> int:
     addr, size = parse_number(args.addr, "ADDR"), parse_number(args.len, "LEN")
-    with open_dump(args.dir) as dump:
+    with open_checkpoint(args) as dump:
         space = address_space(dump.task(args.pid))
         space.check(addr, size, args.zero_fill)
         if args.output and args.output != "-":
@@ -118,7 +121,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     pattern = _pattern(args)
     if args.context < 0 or (args.max_count is not None and args.max_count < 1):
         raise UsageError("--context must be >= 0 and --max-count >= 1")
-    with open_dump(args.dir) as dump:
+    with open_checkpoint(args) as dump:
         hits = _collect(dump, [args.pid] if args.pid is not None else None, pattern, args)
     if args.json:
         emit_json([hit.to_json() for hit in hits])
@@ -159,7 +162,9 @@ def _print_hits(hits: list[Hit]) -> None:
     if not hits:
         out.print("no match", style="dim")
         return
-    rows = [(hit.pid, f"{hit.vaddr:#x}", str(hit.vma) if hit.vma else "-",
+    from rich.markup import escape
+
+    rows = [(hit.pid, f"{hit.vaddr:#x}", escape(str(hit.vma)) if hit.vma else "-",
              f"{_printable(hit.before)}[bold red]{_printable(hit.match)}[/]{_printable(hit.after)}")
             for hit in hits]
     out.print(table(f"{len(hits)} match{'es' if len(hits) != 1 else ''}", ["pid", "address", "vma", "context"],
@@ -175,13 +180,13 @@ def cmd_dump(args: argparse.Namespace) -> int:
     from imgtool.render.console import console
 
     addr = parse_number(args.vma, "--vma")
-    with open_dump(args.dir) as dump:
+    with open_checkpoint(args) as dump:
         space = address_space(dump.task(args.pid))
         vma = space.require_vma(addr)
         with _binary_output(args.output) as out:
             written = extract(space, vma.start, vma.end, out, zero_fill=True)
         dumped = space.dumped_bytes(vma.start, vma.end)
-    console(stderr=True).print(f"{args.output}: VMA {escape(str(vma))}, {written} bytes "
+    console(stderr=True).print(f"{escape(args.output)}: VMA {escape(str(vma))}, {written} bytes "
                                f"({dumped} from the dump, {written - dumped} zero-filled)")
     return EXIT_OK
 
