@@ -19,7 +19,7 @@ from imgtool.crit.convert import b64
 from imgtool.crit.encode import encode_dict
 from imgtool.crit.jsonout import write_document
 from imgtool.errors import DecodeError, EncodeError, FormatError, RawImageError, TruncatedError, UnknownMagicError
-from imgtool.format import framing, magic
+from imgtool.format import extras, framing, magic
 from imgtool.format.extras import MsgQueue
 from imgtool.format.image import Image, image_bytes
 from imgtool.format.pb import message_class
@@ -209,7 +209,7 @@ def _frames(order: str) -> dict[str, list[tuple[Message, bytes]]]:
     texts = [{"mtype": 1, "msize": 5}, b64(b"hello"), {"mtype": 2, "msize": 9}, b64(b"123456789")]
     return {
         "PSTREE": [(p, b"") for p in _processes(3)],
-        "IPCNS_SEM": [(sem, framing.padded(struct.pack(order + "3H", 1, 0x1234, 0xFFFF), 8))],
+        "IPCNS_SEM": [(sem, extras.padded(struct.pack(order + "3H", 1, 0x1234, 0xFFFF), 8))],
         "IPCNS_MSG": [(queue, MsgQueue().build(queue, payloads.from_json(MsgQueue(), texts), order))],
     }
 

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from imgtool.crit import convert, decode, jsonout, payloads
 from imgtool.crit.encode import encode_dict
 from imgtool.errors import ImgtoolError
-from imgtool.format import framing, pagemap
+from imgtool.format import extras, framing, pagemap
 from imgtool.format.extras import GhostContent, MsgQueue, SemArray, ShmSegment, Sized
 from imgtool.format.image import Image, image_bytes
 from imgtool.format.pb import message_class
@@ -138,7 +138,7 @@ def _draw_extra(draw: Callable[[st.SearchStrategy[Any]], Any], spec: EntrySpec, 
     if isinstance(codec, SemArray):
         msg.nsems = draw(st.integers(0, 9))
         values = draw(st.lists(st.integers(0, 0xFFFF), min_size=msg.nsems, max_size=msg.nsems))
-        return framing.padded(struct.pack(f"<{msg.nsems}H", *values), 8)
+        return extras.padded(struct.pack(f"<{msg.nsems}H", *values), 8)
     if isinstance(codec, MsgQueue):
         msg.qnum = draw(st.integers(0, 3))
         items: list[Any] = []
@@ -151,7 +151,7 @@ def _draw_extra(draw: Callable[[st.SearchStrategy[Any]], Any], spec: EntrySpec, 
         if msg.in_pagemaps:
             return None
         msg.size = draw(st.integers(0, 40))
-        return framing.padded(_blob(draw, msg.size), 4)
+        return extras.padded(_blob(draw, msg.size), 4)
     if isinstance(codec, GhostContent):
         return None if msg.chunks else draw(st.binary(max_size=64))
     raise AssertionError(f"no strategy for extra codec {type(codec).__name__}")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from imgtool.crit.convert import to_dict
-from imgtool.format import magic
+from imgtool.format import magic, registry
 from imgtool.format.pb import message_class
 from imgtool.format.pb._schema import MODULE_OF
 from imgtool.format.registry import KINDS
@@ -35,10 +35,11 @@ def test_generated_code_is_fresh(tmp_path: Path) -> None:
     assert not stale, f"run scripts/gen_pb.py: {stale} differ from schemas/"
 
 
-def test_every_magic_has_a_kind() -> None:
-    assert KINDS.keys() == magic.BY_NAME.keys()
+def test_every_kind_has_its_own_magic() -> None:
+    assert len({kind.magic for kind in KINDS.values()}) == len(KINDS)
     for name, kind in KINDS.items():
-        assert kind.name == name
+        assert kind.name == name and registry.BY_VALUE[kind.magic] == name
+    assert not {magic.IMG_COMMON, magic.IMG_SERVICE, magic.KDAT} & set(registry.BY_VALUE)
 
 
 def test_task_state_labels_follow_criu_c_code() -> None:

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf.message import DecodeError
 
 from imgtool.errors import EncodeError, ExtraError, ExtraTruncated
-from imgtool.format.framing import pack_size, padded
 from imgtool.format.pb import message_class
 
 if TYPE_CHECKING:
@@ -29,6 +28,16 @@ def human_size(n: float) -> str:
             return f"{int(n)}{unit}B" if int(n) == n else f"{n:.1f}{unit}B"
         n /= 1024.0
     return f"{n:.1f}YB"
+
+
+def pack_size(size: int, byteorder: str = "<") -> bytes:
+    """A u32 size prefix, as CRIU writes before each message."""
+    return struct.pack(byteorder + "I", size)
+
+
+def padded(data: bytes, align: int) -> bytes:
+    """``data`` zero-padded to a multiple of ``align`` bytes."""
+    return data + b"\0" * (-len(data) % align)
 
 
 def _round_up(n: int, align: int) -> int:

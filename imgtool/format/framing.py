@@ -21,7 +21,7 @@ from functools import cache
 from typing import TYPE_CHECKING, NamedTuple
 
 from imgtool.errors import TruncatedError, UnknownMagicError
-from imgtool.format import magic
+from imgtool.format import magic, registry
 
 if TYPE_CHECKING:
     from construct import Construct
@@ -44,7 +44,7 @@ class Header(NamedTuple):
     size: int              # bytes taken by the magics
 
     def build(self) -> bytes:
-        words = [w for w in (self.prefix, magic.BY_NAME[self.kind]) if w is not None]
+        words = [w for w in (self.prefix, registry.BY_NAME[self.kind]) if w is not None]
         return b"".join(_SIZE[self.byteorder].pack(w) for w in words)
 
 
@@ -71,12 +71,12 @@ def read_header(buf: bytes | memoryview, path: str) -> Header:
             second = _read_u32(buf, 4, order)
             if second is None:
                 raise TruncatedError("file ends after the common magic", path=path, offset=4)
-            if second in magic.BY_VALUE:
-                return Header(magic.BY_VALUE[second], word, order, 8)
+            if second in registry.BY_VALUE:
+                return Header(registry.BY_VALUE[second], word, order, 8)
             raise UnknownMagicError(f"unknown image magic {second:#010x} after the common magic",
                                     path=path, offset=4)
-        if word in magic.BY_VALUE:  # inventory, or an image v1 file
-            return Header(magic.BY_VALUE[word], None, order, 4)
+        if word in registry.BY_VALUE:  # inventory, or an image v1 file
+            return Header(registry.BY_VALUE[word], None, order, 4)
     hint = ""
     if first == magic.KDAT:
         hint = " (this is CRIU's kdat cache, not an image)"
@@ -103,16 +103,5 @@ def size_reader(order: str):
     return _SIZE[order].unpack_from
 
 
-def pack_size(size: int, byteorder: str = "<") -> bytes:
-    """A u32 size prefix."""
-    return _SIZE[byteorder].pack(size)
-
-
 def build_frame(payload: bytes, byteorder: str = "<") -> bytes:
     return frame(byteorder).build(payload)
-
-
-# Used by extras for fixed-size arrays and padded blobs.
-def padded(data: bytes, align: int) -> bytes:
-    return data + b"\0" * (-len(data) % align)
-
