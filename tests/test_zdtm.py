@@ -35,6 +35,9 @@ KNOWN_DECODE_DIFFERENCES: list[tuple[str, str]] = [
     # crit 4.2 reads `size` bytes of inline data after every ipcns-shm entry; CRIU has kept the contents in
     # pagemap-shmem-<shmid>.img since 2017 (in_pagemaps), so imgtool shows no "extra" (criu/ipc_ns.c).
     ("ipcns-shm", "/entries/0/extra"),
+    # crit 4.2 swaps the task_state labels 3 and 6 (fixed upstream in criu PR #2864); imgtool follows
+    # compel/include/uapi/task-state.h: 3 = Stopped, 6 = Zombie. Only the pretty form differs.
+    ("core-", "/entries/0/tc/task_state"),
 ]
 
 

@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 
 from imgtool.errors import ImgtoolError, MissingImageError, ParentLinkError, UsageError, WrongKindError
 from imgtool.format import magic
+from imgtool.format.fields import enum_name
 from imgtool.format.image import Image
 
 if TYPE_CHECKING:
@@ -419,10 +420,16 @@ class Task:
 
     @cached_property
     def fds(self) -> list[Fd]:
-        """Open file descriptors, resolved to what they are."""
-        from imgtool.model.files import task_fds
+        """Open file descriptors in fd order, resolved to what they are (none for a zombie: CRIU writes no ids
+        or fdinfo for it)."""
+        from imgtool.model.files import Fd  # imported on first use: reading memory does not need it
 
-        return task_fds(self)
+        if self.dead:
+            return []
+        table = self.dump.file_table
+        entries = self.dump.entries(f"fdinfo-{self.ids.files_id}")
+        fds = [Fd(e.fd, e.flags, table.get(enum_name(e, "type"), e.id)) for e in entries]
+        return sorted(fds, key=lambda f: f.fd)
 
     @property
     def cwd(self) -> str | None:

@@ -13,15 +13,21 @@ from __future__ import annotations
 import stat
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from google.protobuf.message import Message
 
-from imgtool.format.fields import dev_text, enum_name, ip_text, plain_dict
+from imgtool.format.fields import dev_text, ip_text, plain_dict
 from imgtool.format.flags import FLAG_TABLES, LABELS, format_flags
+from imgtool.format.image import Image
 
-if TYPE_CHECKING:
-    from imgtool.model.dump import Dump, Task
+
+class Images(Protocol):
+    """What the file table reads of a dump (model.Dump): decoded entries and images by name."""
+
+    def entries(self, name: str) -> list[Message]: ...
+
+    def image(self, name: str) -> Image | None: ...
 
 PREVIEW = 64  # bytes of queued data shown in summaries
 
@@ -100,7 +106,7 @@ class Fd:
 class FileTable:
     """files.img (and legacy per-kind images) of a dump, resolved lazily per id."""
 
-    def __init__(self, dump: Dump) -> None:
+    def __init__(self, dump: Images) -> None:
         self.dump = dump
         self._cache: dict[tuple[str, int], OpenFile] = {}
 
@@ -272,14 +278,3 @@ def _address(words: list[int]) -> str:
 
 def _queued_note(data: bytes) -> str:
     return f"  {len(data)} bytes queued: {text_preview(data, 24)}" if data else ""
-
-
-def task_fds(task: Task) -> list[Fd]:
-    """The task's open fds, in fd order (none for a zombie: CRIU writes no ids or fdinfo for it)."""
-    if task.dead:
-        return []
-    table = task.dump.file_table
-    image = f"fdinfo-{task.ids.files_id}"
-    entries = task.dump.entries(image)
-    fds = [Fd(e.fd, e.flags, table.get(enum_name(e, "type"), e.id)) for e in entries]
-    return sorted(fds, key=lambda f: f.fd)
