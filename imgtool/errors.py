@@ -119,3 +119,7 @@ class NotDumpedError(ImgtoolError):
 
 class UsageError(ImgtoolError):
     """The command line asks for something that cannot be done."""
+
+
+class CoreError(ImgtoolError):
+    """A core file cannot be written from this dump (architecture, missing registers)."""

@@ -27,7 +27,10 @@ def test_established_tcp_needs_the_option() -> None:
 
 def test_offline_checks_pass_on_every_sample() -> None:
     for sample in ("loop-sh", "tree", "fds", "tcp", "container"):
-        assert main(["check", str(SAMPLES / sample), "--offline", "--json"]) == 0, sample
+        # the option an established connection needs is an image check, offline too
+        options = ["--", "--tcp-established"] if sample == "tcp" else []
+        assert main(["check", str(SAMPLES / sample), "--offline", "--json", *options]) == 0, sample
+    assert main(["check", str(SAMPLES / "tcp"), "--offline", "--json"]) == 1
 
 
 def test_truncated_pages_file_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,9 +2,10 @@
 
 What Docker itself did (scenarios/<name>/result.json) is checked first, so a change of Docker, runc or CRIU shows
 as such; then the CLI runs on every checkpoint copy, and its predictions are compared with the real
-``docker start --checkpoint`` outcomes. Where imgtool does not yet do what the issue asks (Docker checkpoint
-dirs recognised from config.v2.json/hostconfig.json two levels up, ``check --for-container``, ``explain`` of
-Docker/containerd/runc error wrappers), the test asserts the wanted behaviour and is a strict xfail naming the gap.
+``docker start --checkpoint`` outcomes: Docker checkpoint dirs recognised from config.v2.json/hostconfig.json two
+levels up (summary, ps), ``check --for-container``, the offline connected-TCP check, ``explain`` of
+Docker/containerd/runc error wrappers, and diff across checkpoints of one container and of two.
+tests/test_docker_unit.py covers the same without dockerd, on the checkpoint kept in tests/data/docker.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def test_cli(scenarios: dict[str, Scenario], name: str, command: str) -> None:
     ck = scenarios[name].checkpoint
     proc = imgtool(*(a.format(ck=ck) for a in COMMANDS[command]))
     no_traceback(proc)
-    assert proc.returncode == 0, text(proc)
+    # check --offline of the established-TCP dump predicts the failure of a restore without tcp-established
+    assert proc.returncode == (1 if (name, command) == ("tcp", "check-offline") else 0), text(proc)
     if command == "summary-json":
         assert json.loads(proc.stdout)["processes"]
 
@@ -137,6 +139,29 @@ def test_diff_two_checkpoints_of_one_container(scenarios: dict[str, Scenario]) -
     assert "changed" in proc.stdout
 
 
+def _counter(checkpoint) -> tuple[int, int]:
+    """(address, value) of the counter shell's ``i`` (busybox ash keeps "i=N\\0" on its heap) in pid 1."""
+    proc = imgtool("mem", "search", checkpoint, "--regex", "i=[1-9][0-9]*\\x00", "--pid", "1", "--json")
+    assert proc.returncode == 0, text(proc)
+    hits = json.loads(proc.stdout)
+    assert len(hits) == 1, hits
+    return hits[0]["vaddr"], int(bytes.fromhex(hits[0]["match"])[2:-1])
+
+
+def test_diff_reports_the_counters_memory_change(scenarios: dict[str, Scenario]) -> None:
+    """counter-1 (docker checkpoint create --leave-running) and counter-2 (later, stopping it): the diff runs clean
+    and its memory changes of pid 1 cover the counter, which went up in between."""
+    before, after = scenarios["counter-1"].checkpoint, scenarios["counter-2"].checkpoint
+    (addr, old), (addr2, new) = _counter(before), _counter(after)
+    assert addr == addr2 and new > old, (old, new)
+    proc = imgtool("diff", "--json", before, after)
+    no_traceback(proc)
+    assert proc.returncode == 1, text(proc)
+    ranges = [r for c in json.loads(proc.stdout)["changes"] if c["facet"] == "memory" and c["path"][0] == "task 1"
+              for r in (c["new"] or {}).get("changed_ranges", [])]
+    assert any(lo <= addr < hi for lo, hi in ranges), (hex(addr), ranges)
+
+
 def test_diff_checkpoint_with_itself(scenarios: dict[str, Scenario]) -> None:
     proc = imgtool("diff", scenarios["counter-1"].checkpoint, scenarios["counter-1"].checkpoint)
     no_traceback(proc)
@@ -147,6 +172,7 @@ def test_diff_two_containers(scenarios: dict[str, Scenario]) -> None:
     proc = imgtool("diff", scenarios["counter-1"].checkpoint, scenarios["loop"].checkpoint)
     no_traceback(proc)
     assert proc.returncode == 1, text(proc)
+    assert "pages" in proc.stdout and "removed (usleep)" in proc.stdout, text(proc)
 
 
 # -- check against the real docker start --checkpoint ---------------------------------------------------------------
@@ -158,16 +184,16 @@ def test_check_offline_agrees_with_docker_restore(scenarios: dict[str, Scenario]
     assert proc.returncode == 0, text(proc)
 
 
-@pytest.mark.xfail(strict=True, reason="check --offline says an established-TCP dump restores with no criu options; "
-                                       "docker start --checkpoint without tcp-established fails (Connected TCP "
-                                       "socket in image)")
 def test_check_offline_established_tcp(scenarios: dict[str, Scenario]) -> None:
     assert scenarios["tcp"].result["restore_without_config_ok"] is False
     proc = imgtool("check", scenarios["tcp"].checkpoint, "--offline")
+    assert proc.returncode == 1, text(proc)
     assert "tcp-established" in text(proc)
+    assert "runc.conf" in text(proc), "a Docker checkpoint dir: the Docker hint"
+    proc = imgtool("check", scenarios["tcp"].checkpoint, "--offline", "--", "--tcp-established")
+    assert proc.returncode == 0, text(proc)
 
 
-@pytest.mark.xfail(strict=True, reason="no check --for-container CONTAINER_DIR yet")
 def test_check_for_container_tty_mismatch(scenarios: dict[str, Scenario]) -> None:
     sc = scenarios["tty-notty"]
     proc = imgtool("check", sc.checkpoint, "--for-container", sc.result["target_container_copy"], "--offline")
@@ -178,7 +204,6 @@ def test_check_for_container_tty_mismatch(scenarios: dict[str, Scenario]) -> Non
     assert "-t" in out          # the Docker hint: create the container with -t
 
 
-@pytest.mark.xfail(strict=True, reason="no check --for-container CONTAINER_DIR yet")
 @pytest.mark.parametrize("name", ["loop", "tty", "server"])
 def test_check_for_container_same_container(scenarios: dict[str, Scenario], name: str) -> None:
     sc = scenarios[name]
@@ -186,8 +211,6 @@ def test_check_for_container_same_container(scenarios: dict[str, Scenario], name
     assert proc.returncode == 0, text(proc)
 
 
-@pytest.mark.xfail(strict=True, reason="no check --for-container CONTAINER_DIR yet (established TCP: Docker hint "
-                                       "/etc/criu/runc.conf tcp-established)")
 def test_check_for_container_established_tcp(scenarios: dict[str, Scenario]) -> None:
     sc = scenarios["tcp"]
     proc = imgtool("check", sc.checkpoint, "--for-container", sc.container, "--offline")
@@ -197,8 +220,6 @@ def test_check_for_container_established_tcp(scenarios: dict[str, Scenario]) -> 
 
 # -- Docker checkpoint dirs recognised ------------------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="summary --json has container: null for a Docker checkpoint dir (only "
-                                       "Podman's config.dump is read), not config.v2.json/hostconfig.json")
 @pytest.mark.parametrize("name", ["loop", "tty"])
 def test_summary_json_names_docker_container(scenarios: dict[str, Scenario], name: str) -> None:
     sc = scenarios[name]
@@ -217,7 +238,6 @@ def test_summary_json_names_docker_container(scenarios: dict[str, Scenario], nam
     assert str(sc.result["checkpoint_size"]) in values or any("size" in k.lower() for k in container), container
 
 
-@pytest.mark.xfail(strict=True, reason="summary does not show the Docker container of a checkpoint dir")
 def test_summary_names_docker_container(scenarios: dict[str, Scenario]) -> None:
     proc = imgtool("summary", scenarios["loop"].checkpoint)
     assert proc.returncode == 0, text(proc)
@@ -225,7 +245,6 @@ def test_summary_names_docker_container(scenarios: dict[str, Scenario]) -> None:
         assert wanted in proc.stdout, wanted
 
 
-@pytest.mark.xfail(strict=True, reason="ps does not name the Docker container of a checkpoint dir")
 def test_ps_names_docker_container(scenarios: dict[str, Scenario]) -> None:
     proc = imgtool("ps", scenarios["server"].checkpoint)
     assert proc.returncode == 0, text(proc)
@@ -246,8 +265,6 @@ def test_explain_criu_log_of_docker(scenarios: dict[str, Scenario], name: str, l
     assert json.loads(proc.stdout)["cause"] == cause
 
 
-@pytest.mark.xfail(strict=True, reason="explain does not recognise Docker/containerd/runc error wrappers "
-                                       "(it says no-verdict: not a CRIU log)")
 @pytest.mark.parametrize(("name", "stderr", "log_named"), [
     ("tcp-noconfig", "dump.stderr", "criu-dump.log"),                      # runc did not terminate ... NOTIFY
     ("tcp", "restore_without_config.stderr", "work/restore.log"),          # OCI runtime restore failed ... NOTIFY

@@ -546,14 +546,32 @@ def table_lines(rows: Sequence[Row]) -> list[str]:
     return [*lines, f"agreement: {agreed}/{len(rows)} ({100 * agreed / len(rows):.0f}%)"]
 
 
+_CHILDREN_BEFORE: set[int] = set()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _children_before() -> None:
+    """Our children before the fault cases ran (e.g. a multiprocessing forkserver of an earlier test)."""
+    _CHILDREN_BEFORE.update(realcriu.children_of({os.getpid()}))
+
+
+def _described(pids: set[int]) -> list[str]:
+    def cmdline(pid: int) -> str:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return "?"
+    return [f"{pid} {cmdline(pid)}" for pid in sorted(pids)]
+
+
 def test_agreement() -> None:
     """Last: over every attempt above, check agrees with criu >= 95% and never says OK for a failing restore."""
     if not ROWS:
         pytest.skip("no restore attempts ran (no usable criu?)")
     print("\n".join(table_lines(ROWS)))
     realcriu.kill_all()
-    left = realcriu.children_of({os.getpid()})
-    assert not left, f"processes the fault cases started are still there: {sorted(left)}"
+    left = realcriu.children_of({os.getpid()}) - _CHILDREN_BEFORE
+    assert not left, f"processes the fault cases started are still there: {_described(left)}"
     missed = [r for r in ROWS if r.predicted == "ok" and r.actual != "ok"]
     assert not missed, f"imgtool check said OK, criu restore failed: {missed}"
     assert sum(r.agree for r in ROWS) >= 0.95 * len(ROWS), "\n".join(table_lines(ROWS))

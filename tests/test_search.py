@@ -274,7 +274,8 @@ def test_cli_read_to_file_pipe_and_terminal(tmp_path: Path, capsysbinary: pytest
     assert main(["mem", "read", memory, "15755", hex(SECRET), "0x12"]) == 0
     assert capsysbinary.readouterr().out.decode().splitlines() == [
         "000056365a7f72a0  43 4f 52 50 55 53 2d 53 45 43 52 45 54 2d 31 32  |CORPUS-SECRET-12|",
-        "000056365a7f72b0  33 34                                            |34|"]
+        "000056365a7f72b0  33 34                                            |34|",
+        "000056365a7f72b2"]   # the end address closes the dump, as hexdump -C does
 
 
 def test_cli_read_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -67,8 +67,30 @@ _CONTEXT: dict[bytes, re.Pattern[str]] = {
 }
 NEW_PAGEMAP_VERSION = (4, 2)  # CRIU 4.2 writes pagemap entries with nr_pages (compat_nr_pages 0): page-xfer.c:326
 
+# What container engines and runtimes print when criu fails under them (docker's, containerd's, podman's and runc's
+# own stderr), e.g. Docker 20.10 with containerd and runc 1.1:
+#   Error response from daemon: Cannot checkpoint container C: runc did not terminate successfully: exit status 1:
+#       criu failed: type NOTIFY errno 0 path= /run/.../moby/<id>/criu-dump.log: unknown
+#   Error response from daemon: OCI runtime restore failed: criu failed: type NOTIFY errno 0
+#   log file: /run/.../moby/<id>/work/restore.log: unknown
+#   Error response from daemon: OCI runtime restore failed: bad file descriptor: unknown
+# runc's libcontainer writes "criu failed: type %s errno %d\nlog file: %s"; containerd adds "path= LOG" and ": unknown".
+_WRAPPER_PATTERNS: tuple[re.Pattern[str], ...] = (
+    re.compile(r"(?P<docker>Error response from daemon): (?P<daemon_message>.*?)\s*$"),
+    re.compile(r"Cannot (?P<wrapped_op>checkpoint|restore) container:? (?P<container>[^\s:]+)"),
+    re.compile(r"OCI runtime (?P<oci_op>restore|checkpoint|create|start|exec) failed: (?P<runtime_message>.*?)"
+               r"(?:: unknown)?\s*$"),
+    re.compile(r"(?P<runc>runc) did not terminate successfully: exit status (?P<exit_status>\d+)"),
+    re.compile(r"criu failed: type (?P<criu_type>\w+) errno (?P<criu_errno>\d+)"),
+    re.compile(r"(?:path=|log file:)\s*(?P<criu_log>/\S+?\.log)\b"),
+    re.compile(r"^(?P<ctr>ctr): "),
+)
+_WRAPPER_NEEDLES = (b"Error response from daemon", b"Cannot checkpoint container", b"Cannot restore container",
+                    b"OCI runtime", b"did not terminate successfully", b"criu failed: type", b"log file: ", b"path= ",
+                    b"ctr: ")
+
 # A line matters only if it holds one of these; bytes.find skips everything else fast.
-_NEEDLES = (b"Error", b"Warn", *_MARKERS, *_CONTEXT)
+_NEEDLES = (b"Error", b"Warn", *_MARKERS, *_CONTEXT, *_WRAPPER_NEEDLES)
 
 # Which command a CRIU source file belongs to, when no marker line says so.
 _SOURCE_OPERATIONS: dict[str, Operation] = {"criu/cr-dump.c": "dump", "criu/cr-restore.c": "restore",
@@ -631,8 +653,11 @@ class _Scan:
     warnings: list[LogEntry] = field(default_factory=list)
     last_warning: str | None = None
     context: dict[str, str] = field(default_factory=dict)  # the latest _CONTEXT values
+    wrapper: dict[str, str] = field(default_factory=dict)  # what a container engine's error said (_WRAPPER_PATTERNS)
 
     def feed(self, number: int, raw: bytes) -> None:
+        if any(needle in raw for needle in _WRAPPER_NEEDLES):
+            self._note_wrapper(number, _decode(raw))
         marker = _MARKER_RE.search(raw)
         if marker is not None:
             self._note_marker(number, marker.group())
@@ -643,6 +668,19 @@ class _Scan:
             entry = parse_entry(number, _decode(raw))
             if entry is not None and not is_noise(entry):
                 self._add(entry)
+
+    def _note_wrapper(self, number: int, line: str) -> None:
+        found = False
+        for pattern in _WRAPPER_PATTERNS:
+            m = pattern.search(line)
+            if m is not None:
+                found = True
+                for key, value in m.groupdict().items():
+                    if value is not None:
+                        self.wrapper.setdefault(key, _short(value))
+        if found:
+            self.wrapper.setdefault("line", str(number))
+            self.wrapper.setdefault("text", _short(line.strip()))
 
     def _note_marker(self, number: int, marker: bytes) -> None:
         operation, verdict, flag = _MARKERS[marker]
@@ -793,8 +831,118 @@ def explain_lines(lines: Iterable[tuple[int, bytes]]) -> Explanation:
     if verdict == "ok":
         return _explain_ok(scan, operation)
     if verdict == "unknown":
+        if scan.wrapper and ("criu_type" in scan.wrapper or "oci_op" in scan.wrapper
+                             or "wrapped_op" in scan.wrapper or "exit_status" in scan.wrapper):
+            return _explain_wrapper(scan)
+        if scan.wrapper.get("daemon_message"):
+            return _explain_daemon(scan)
         return _explain_no_verdict(scan, operation)
     return _explain_failure(scan, operation)
+
+
+# Where runtimes keep CRIU's log when their error does not name it (runc's work dir; containerd's task dir).
+_LOG_PLACES = ("Docker with containerd: <containerd state dir>/io.containerd.runtime.v2.task/moby/<container id>/"
+               "{name} (state dir /run/containerd or, for dockerd's own containerd, /var/run/docker/containerd/daemon;"
+               " removed with the task, so copy it right after the failure); runc alone: {name} in its --work-path "
+               "(default: the image dir); Podman: /var/lib/containers/storage/overlay-containers/<id>/userdata/{name}")
+
+
+# dockerd's own refusals (no criu run at all): message -> (cause, operation, summary, fix)
+_DAEMON_ERRORS: tuple[tuple[re.Pattern[str], str, Operation | None, str, str], ...] = (
+    (re.compile(r"custom checkpointdir is not supported"), "docker-checkpoint-dir", "restore",
+     "Docker (20.10 and later with containerd) refuses docker start --checkpoint-dir: it restores only from the "
+     "target container's own checkpoints dir. criu never ran.",
+     "Copy the checkpoint into <data-root>/containers/<target id>/checkpoints/NAME and run docker start "
+     "--checkpoint NAME TARGET; `imgtool check CHECKPOINT --for-container TARGET_DIR --offline` first."),
+    (re.compile(r"checkpoint .* does not exist|No such file or directory.*checkpoints"), "docker-checkpoint-missing",
+     "restore", "Docker found no checkpoint of that name in the container's checkpoints dir. criu never ran.",
+     "List them with `docker checkpoint ls CONTAINER` or `imgtool ls CONTAINER_DIR`."),
+)
+
+
+def _explain_daemon(scan: _Scan) -> Explanation:
+    """dockerd refused before any criu run (no runtime or criu in its message)."""
+    w = scan.wrapper
+    message = w["daemon_message"]
+    details: dict[str, Any] = {"engine": "Docker", "daemon_message": message}
+    for pattern, cause, operation, summary, fix in _DAEMON_ERRORS:
+        if pattern.search(message):
+            return Explanation("failed", operation, w.get("text"), int(w["line"]), cause, summary, fix, details)
+    return Explanation("failed", None, w.get("text"), int(w["line"]), "docker-error",
+                       f"dockerd refused the request: \"{message}\" (no runc or criu error in it: criu probably never "
+                       "ran).", "Read dockerd's log (journalctl -u docker) for the request's error.", details)
+
+
+def _explain_wrapper(scan: _Scan) -> Explanation:
+    """A container engine's or runtime's error around a failed criu run: which run failed, and where its log is."""
+    w = scan.wrapper
+    log = w.get("criu_log")
+    log_name = os.path.basename(log) if log else ""
+    op = w.get("wrapped_op") or w.get("oci_op") or ""
+    if op in ("checkpoint", "dump") or "dump" in log_name:
+        operation: Operation | None = "dump"
+    elif op == "restore" or "restore" in log_name:
+        operation = "restore"
+    else:
+        operation = None
+    runtime = "runc" if w.get("runc") or w.get("oci_op") or w.get("criu_type") else "the OCI runtime"
+    engine = "Docker" if w.get("docker") else "containerd (ctr)" if w.get("ctr") else ""
+    via = f"{engine} ({runtime})" if engine else runtime
+    verb = {"dump": "docker checkpoint create" if engine == "Docker" else "the checkpoint",
+            "restore": "docker start --checkpoint" if engine == "Docker" else "the restore"}.get(operation or "",
+                                                                                                 "the runtime's call")
+    details: dict[str, Any] = {"runtime": runtime, **({"engine": engine} if engine else {}),
+                               **{k: v for k, v in w.items() if k in ("container", "exit_status", "criu_type",
+                                                                      "criu_errno", "runtime_message", "line")}}
+    name = "criu-dump.log" if operation == "dump" else "restore.log"
+    if "criu_type" in w:
+        cause = f"{runtime}-criu-failed"
+        summary = (f"{verb} failed because criu {operation or 'itself'} failed under {via} (runc reports it as "
+                   f"\"criu failed: type {w['criu_type']} errno {w.get('criu_errno', '?')}\"; the type names the "
+                   "criu RPC message runc was handling, not the reason): the reason is in CRIU's own log")
+    else:
+        message = w.get("runtime_message") or w.get("text", "")
+        cause = f"{runtime}-{operation or 'runtime'}-failed"
+        summary = (f"{verb} failed in {via}: \"{message}\". runc reports errors of its own around criu this way; "
+                   "what criu did is in CRIU's own log")
+        if "bad file descriptor" in message and operation == "restore":
+            summary += (". One known cause: a checkpoint of a container with a terminal (docker run -t) restored "
+                        "into a container without one; CRIU's log then says \"Don't have tty to inherit session "
+                        "from\"")
+    if log:
+        details["criu_log"] = log
+        fix = (f"Run `imgtool explain {log}` (CRIU's log of this run; {runtime} removes it with the task, so copy it "
+               "right away); `imgtool check CHECKPOINT --for-container CONTAINER_DIR --offline` predicts the "
+               "failures of a Docker restore.")
+    else:
+        details["criu_log_places"] = _LOG_PLACES.format(name=name)
+        fix = (f"Find CRIU's log of this run, {name} ({_LOG_PLACES.format(name=name)}), and run `imgtool explain` on "
+               "it; `imgtool check CHECKPOINT --for-container CONTAINER_DIR --offline` predicts the failures of a "
+               "Docker restore.")
+    return Explanation("failed", operation, w.get("text"), int(w["line"]) if "line" in w else None, cause,
+                       summary + ".", fix, details)
+
+
+def with_named_log(explanation: Explanation, limit: int = MAX_LOG_BYTES) -> Explanation:
+    """An engine's error naming CRIU's log (``details["criu_log"]``): when that file exists, explain it too and
+    put its cause, first error and fix in."""
+    log = explanation.details.get("criu_log")
+    if not log or not os.path.isfile(log):
+        return explanation
+    try:
+        inner = explain_file(log, limit, follow=False)
+    except OSError as exc:
+        explanation.details["criu_log_unreadable"] = f"{exc.strerror or exc}"
+        return explanation
+    explanation.details["criu_log_verdict"] = inner.verdict
+    if inner.verdict == "failed":
+        explanation.details["criu_log_cause"] = inner.cause
+        if inner.first_error:
+            explanation.details["criu_log_first_error"] = f"line {inner.first_error_line}: {inner.first_error}"
+        explanation.summary += f" CRIU's log ({log}): {inner.summary}"
+        explanation.fix = inner.fix + " " + explanation.fix
+        explanation.operation = explanation.operation or inner.operation
+    return explanation
 
 
 class _Bounded:
@@ -827,10 +975,12 @@ def explain_text(text: str) -> Explanation:
     return explain_stream(io.BytesIO(text.encode("utf-8", "replace")))
 
 
-def explain_file(path: str | Path, limit: int = MAX_LOG_BYTES) -> Explanation:
+def explain_file(path: str | Path, limit: int = MAX_LOG_BYTES, *, follow: bool = True) -> Explanation:
     """Explain a CRIU log file (a regular file, a device, a FIFO...). Raises OSError when it cannot be read.
 
     A FIFO is opened without waiting for a writer (none: it reads as empty); at most ``limit`` bytes are read.
+    A container engine's error text (docker's, runc's) naming CRIU's log: with ``follow``, that log is explained
+    too when it exists (:func:`with_named_log`).
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
@@ -842,6 +992,7 @@ def explain_file(path: str | Path, limit: int = MAX_LOG_BYTES) -> Explanation:
         raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
     with stream:
         try:
-            return explain_stream(stream, limit)
+            explanation = explain_stream(stream, limit)
         except OSError as exc:   # name the file, not the descriptor
             raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
+    return with_named_log(explanation, limit) if follow else explanation

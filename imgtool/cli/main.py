@@ -19,10 +19,17 @@ from imgtool.errors import EncodeError, ImgtoolError, UsageError
 from imgtool.format import magic
 from imgtool.format.image import Image
 
+# Exit codes (README: "Exit codes"): 1 is a result (dumps differ, checks fail, search finds nothing), never an error.
 EXIT_OK, EXIT_DIFFERENT, EXIT_ERROR = 0, 1, 2
+EXIT_INTERNAL = 70   # a bug in imgtool (sysexits' EX_SOFTWARE): one line on stderr, --traceback shows where
+EXIT_INTERRUPTED = 130
+
+# Commands that pass what follows "--" to criu.
+CRIU_OPTION_COMMANDS = ("check", "restore")
 
 # Modules of imgtool/commands/ that add subcommands.
-COMMAND_MODULES: list[str] = ["inspect", "diff", "check", "mem", "explain"]
+COMMAND_MODULES: list[str] = ["inspect", "diff", "check", "mem", "explain", "report", "core", "forensics", "docker"]
+COMMAND_MODULES += ["views", "shell"]   # mounts, stats; completion, man (shell last: it reads the whole parser)
 
 
 def _open_input(path: str | None) -> Image:
@@ -120,7 +127,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgtool", description="Inspect CRIU checkpoint images.")
-    parser.add_argument("--version", action="version", version=f"imgtool {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"imgtool {__version__}")
     parser.add_argument("--traceback", action="store_true", help="show the Python traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -150,36 +157,78 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_broken_pipe() -> None:
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+def _quiet_broken_pipe() -> int:
+    """The reader went away (``imgtool show big.img | head``): stop quietly, successfully.
+
+    stdout is pointed at /dev/null so that the interpreter's final flush does not fail again."""
+    with suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_OK
+
+
+def split_criu_options(argv: list[str]) -> tuple[list[str], list[str]]:
+    """imgtool's own arguments and what follows the first "--" (criu options for check/restore)."""
+    if "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    return argv[:cut], argv[cut + 1:]
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``args.extra``: the criu options after "--" (check, restore); criu options before it get a hint."""
+    command = next((a for a in argv if not a.startswith("-")), None)   # no top-level option takes a value
+    if command not in CRIU_OPTION_COMMANDS:
+        args = parser.parse_args(argv)   # "--" as argparse means it: the end of the options
+        args.extra = []
+        return args
+    own, extra = split_criu_options(argv)
+    args, unknown = parser.parse_known_args(own)
+    if unknown:   # criu options before "--": say where they go
+        opts = " ".join(unknown)
+        _subparser(parser, command).error(f"unrecognized arguments: {opts}\n  criu options go after '--': "
+                                          f"imgtool {command} DIR [OPTIONS] -- {opts}")
+    args.extra = extra
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    # Everything after "--" is passed through (criu restore options for check/restore).
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    args = parser.parse_args(argv[:len(argv) - len(extra) - (1 if "--" in argv else 0)])
-    args.extra = extra
+    args = parse_args(parser, list(sys.argv[1:] if argv is None else argv))
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        code = func(args)
+        sys.stdout.flush()   # a closed pipe shows here, not in the interpreter's last flush
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except ImgtoolError as exc:
         if args.traceback:
             raise
         print(f"imgtool: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as exc:
-        if isinstance(exc, BrokenPipeError):
-            _quiet_broken_pipe()
-            return EXIT_ERROR
         if args.traceback:
             raise
-        print(f"imgtool: error: {exc.filename or ''}: {exc.strerror}", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"imgtool: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:   # a bug: one line, not a traceback, and an exit code of its own
+        if args.traceback:
+            raise
+        print(f"imgtool: internal error: {type(exc).__name__}: {exc}\n"
+              f"  this is a bug in imgtool {__version__}; please report it with the output of "
+              f"'imgtool --traceback {' '.join(sys.argv[1:] if argv is None else argv)}'", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 def main_entry() -> None:

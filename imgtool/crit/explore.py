@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from itertools import chain, pairwise, repeat
 from operator import add, le, lshift
 
+from imgtool.crit.convert import unix_name
 from imgtool.format import pagemap
 from imgtool.format.flags import (
     MAP_GROWSDOWN,
@@ -63,7 +64,7 @@ def _crit_file(dump: Dump, kind: str, file_id: int) -> str:
     if kind == "UNIXSK":
         if msg is None:
             return "unix[?]"
-        name = f" {msg.name.decode('utf-8', 'backslashreplace')}" if msg.name else ""
+        name = f" {unix_name(msg.name)}" if msg.name else ""   # crit prints the JSON text: quoted-printable
         return f"unix[{msg.ino} ({msg.peer}){name}]"
     return f"{kind}.{file_id}"
 

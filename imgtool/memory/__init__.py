@@ -9,7 +9,7 @@ Modules, bottom up: ``vma`` (mappings, page size), ``pages`` (pages files), ``ex
 pages file slices, and the cursor walking them), ``coalesce`` (pagemap entries -> runs), ``sources`` (the
 protocols a dump and a task fulfil), ``chain`` (one dump's store: pagemaps resolved through parent dumps),
 ``shmem`` (shared memory objects), ``space`` (``AddressSpace``), ``stream`` (the chunked streaming read),
-``search`` and ``extract`` (built on ``stream``).
+``search`` and ``extract`` (built on ``stream``; ``filescan``: literals in file order, for ``search``).
 """
 
 from imgtool.memory.chain import DumpMemory, ImageSource

@@ -61,7 +61,7 @@ class DumpMemory:
             path = self.path / f"pages-{pages_id}.img"
             if not path.is_file():
                 raise MissingImageError(f"{self.path}: pages-{pages_id}.img is missing (named by a pagemap)")
-            self._pages[pages_id] = PagesFile(path)
+            self._pages[pages_id] = PagesFile(path, self.window)    # a window: argv may be all it needs
         return self._pages[pages_id]
 
     @property

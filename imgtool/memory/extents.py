@@ -199,6 +199,7 @@ class ExtentIndex:
         hi = lo + len(dest)
         starts, files, pos = self.starts, self.files, lo
         fds, preadv = [pages.fd() for pages in files], os.preadv
+        bases = [pages.base for pages in files]     # where each file's pages start in fd() (a tar member)
         i = max(bisect_right(starts, lo) - 1, 0)
         j = bisect_left(starts, hi, i)
         for start, end, file_id, offset in zip(starts[i:j], self.ends[i:j], self.file_ids[i:j], self.offsets[i:j],
@@ -212,7 +213,7 @@ class ExtentIndex:
             if start > pos and not zeroed:
                 dest[pos - lo:start - lo] = bytes(start - pos)
             part = dest[start - lo:end - lo]
-            if preadv(fds[file_id], (part,), offset) != end - start:    # cut short: read_into finishes it
+            if preadv(fds[file_id], (part,), bases[file_id] + offset) != end - start:   # cut short: read_into ends it
                 files[file_id].read_into(part, offset)
             pos = end
         if pos < hi and not zeroed:

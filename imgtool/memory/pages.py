@@ -1,27 +1,54 @@
-"""Pages files: the dumped page contents, mapped read-only and read with pread."""
+"""Pages files: the dumped page contents, mapped read-only and read with pread.
+
+A pages file may live inside a bigger file (a member of an uncompressed tar, read in place) or be produced
+on first use (a member of a compressed archive, unpacked when memory is first read): ``back(path, resolve)``
+registers, for the placeholder at ``path``, a callable that returns ``(file, offset, size)``, where the
+bytes really are.  ``PagesFile(path, window)`` calls it once, on opening, with the address window its
+store reads (None: any); ``unback`` drops it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import mmap
 import os
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
+
+Backing = tuple[str, int, int]      # file, offset of the pages in it, size
+Resolver = Callable[[tuple[int, int] | None], Backing]
+_BACKINGS: dict[str, Resolver] = {}
+
+
+def back(path: str | os.PathLike[str], resolve: Resolver) -> None:
+    """Read the pages file at ``path`` from where ``resolve()`` says (see the module doc)."""
+    _BACKINGS[os.path.realpath(path)] = resolve
+
+
+def unback(path: str | os.PathLike[str]) -> None:
+    _BACKINGS.pop(os.path.realpath(path), None)
 
 
 class PagesFile:
     """One ``pages-<id>.img``, mapped read-only (an empty file is ``b""``)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, window: tuple[int, int] | None = None) -> None:
         self.path = path
-        with open(path, "rb") as f:
-            size = f.seek(0, 2)
-            self.data: mmap.mmap | bytes = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        self.view = memoryview(self.data)
+        resolve = _BACKINGS.get(os.path.realpath(path)) if _BACKINGS else None
+        self._file, self.base, size = resolve(window) if resolve is not None else (os.fspath(path), 0, -1)
+        with open(self._file, "rb") as f:
+            if size < 0:
+                size = f.seek(0, 2)
+            start = self.base - self.base % mmap.ALLOCATIONGRANULARITY     # mmap offsets are page-aligned
+            self.data: mmap.mmap | bytes = mmap.mmap(f.fileno(), size + self.base - start, access=mmap.ACCESS_READ,
+                                                     offset=start) if size else b""
+        self._whole = memoryview(self.data)
+        self.view = self._whole[self.base - start:] if size else self._whole
         self._fd: int | None = None          # for read_into, opened on first use
 
     def __len__(self) -> int:
-        return len(self.data)
+        return len(self.view)
 
     def __repr__(self) -> str:
         return f"<PagesFile {self.path}>"
@@ -37,16 +64,16 @@ class PagesFile:
         return self.path.parent.resolve()
 
     def fd(self) -> int:
-        """A descriptor of the file for pread (opened on first use)."""
+        """A descriptor of the file for pread (opened on first use): the pages start at ``base`` in it."""
         if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            self._fd = os.open(self._file, os.O_RDONLY | os.O_CLOEXEC)
         return self._fd
 
     def read_into(self, buf: memoryview, offset: int) -> None:
         """Fill ``buf`` from ``offset`` with pread: one kernel copy, no page faults, nothing mapped."""
         fd, done = self.fd(), 0
         while done < len(buf):
-            n = os.preadv(fd, [buf[done:]], offset + done)
+            n = os.preadv(fd, [buf[done:]], self.base + offset + done)
             if n <= 0:    # the file shrank under us: the mapping says what there is to say
                 buf[done:] = self.view[offset + done:offset + len(buf)]
                 return
@@ -62,9 +89,10 @@ class PagesFile:
             os.close(self._fd)
             self._fd = None
         self.view.release()
+        self._whole.release()
         if isinstance(self.data, mmap.mmap):
             with contextlib.suppress(BufferError):  # a caller still holds a view; the GC unmaps it
                 self.data.close()
 
 
-__all__ = ["PagesFile"]
+__all__ = ["Backing", "PagesFile", "Resolver", "back", "unback"]

@@ -1,13 +1,42 @@
-"""Checkpoint archives (Podman, CRI-O, Kubernetes): detect, unpack safely, find the CRIU images.
+"""Checkpoint archives (Podman, CRI-O, Kubernetes): detect, open without unpacking what is not read.
 
 ``podman container checkpoint --export`` and CRI-O / the kubelet write a tar (plain, gzip or, by
 default since podman 4, zstd whatever the file is called) holding the CRIU image directory
 ``checkpoint/``, the engine's JSON files (``config.dump``, ``spec.dump``, ...), ``stats-dump`` and
-other artifacts.  ``extract()`` unpacks one into a private temporary directory::
+other artifacts (``rootfs-diff.tar``, ...).
+
+``open_archive()`` (what ``Dump.open`` uses) writes only what commands read::
+
+    with open_archive("checkpoint.tar.zst") as ar:
+        Image.open(ar.images / "pstree.img")
+        ar.metadata["config.dump"]["spec"]["process"]["args"]
+
+- pass 1 streams the archive once and unpacks the small members into a private temporary directory:
+  the images but the pages files, the engine files, other members up to ``SMALL_OTHER_BYTES``; bigger
+  artifacts and GPU pages are skipped: an empty file of their size (a hole) stands in for them, so that
+  sizes are right, but their bytes are not there (``Archive.skipped`` names them); nothing is written
+  for them however big they claim to be;
+- each ``pages-N.img`` becomes an empty placeholder of its size (a hole: no disk space) registered with
+  ``memory.pages.back``.  A plain tar's pages files are then read in place, at their offset in the tar
+  (mmap and pread of the tar file itself; a sparse member is unpacked instead).  A compressed archive's
+  are unpacked by one more streaming pass when a pages file is first opened (``Archive.unpack_later``:
+  once, every pages file a pagemap names, each only up to what its pagemaps say it holds, after a check
+  of the free space);
+- a process's argv, which ``ps`` and ``summary`` show, is at the top of its stack: the last pages of its
+  pages file.  Pass 1 of a compressed archive keeps the last ``TAIL_BYTES`` of each pages file in memory,
+  then writes into the placeholders just the argv bytes the pagemaps place there; a store reading only
+  such a window (``cmdline_of``) is served from the placeholders, without the second pass;
+- ``cache`` / ``IMGTOOL_CACHE``: a compressed archive is unpacked under ``DIR/<kind>-<dev>-<ino>-<size>-
+  <mtime>/`` instead, pass 1 and the pages files once for all the commands that follow (off by default;
+  flock'ed; never cleaned by imgtool: remove the directory to reclaim the space);
+- SIGTERM and SIGHUP are turned into ``SystemExit`` while imgtool runs (``catch_signals``), like SIGINT's
+  ``KeyboardInterrupt``: the temporary directory goes with the exception or the finalizer at exit;
+  ``remove_tree`` removes any depth of nesting without recursion.
+
+``extract()`` is the old whole unpack, kept for callers that want every member on disk::
 
     with extract("checkpoint.tar.gz") as ex:
         Image.open(ex.images / "pstree.img")
-        ex.metadata["config.dump"]["spec"]["process"]["args"]
 
 Archives are untrusted input.  Nothing is ever written outside the temporary directory:
 
@@ -23,12 +52,13 @@ Archives are untrusted input.  Nothing is ever written outside the temporary dir
 - ``Limits`` bounds the members, the bytes of each member and of all of them (GNU sparse members
   count at their expanded size), path length and tar header data (PAX records, long names, sparse
   maps, which tarfile would otherwise read into memory whole).  Bytes are counted as they are
-  written, not taken from headers.
+  written, not taken from headers; members skipped or left for later count only once written.
 
 Decompression is ours (``zstandard``, ``gzip``, ``bz2``, ``lzma`` streams) and tarfile reads the
-decompressed bytes in stream mode (``r|``), so no archive is held in memory and the header limit
-sees decompressed bytes.  Every failure is an ``ArchiveError`` naming the archive (and the member),
-raised after the temporary directory has been removed.
+decompressed bytes in stream mode (``r|``; a plain tar in ``r:`` mode, so that members not read are
+seeked over), so no archive is held in memory and the header limit sees decompressed bytes.  Every
+failure is an ``ArchiveError`` naming the archive (and the member), raised after the temporary
+directory has been removed.
 """
 
 from __future__ import annotations
@@ -36,15 +66,18 @@ from __future__ import annotations
 import bz2
 import contextlib
 import errno
+import fcntl
 import gzip
 import json
 import lzma
 import os
 import posixpath
-import shutil
+import re
+import signal
 import stat
 import tarfile
 import tempfile
+import threading
 import weakref
 import zlib
 from collections.abc import Callable, Iterator
@@ -54,12 +87,17 @@ from typing import IO, Any
 
 import zstandard
 
-from imgtool.errors import ArchiveError, ArchiveLimitError, NoImageDirError, UnsafeMemberError
+from imgtool.errors import ArchiveError, ArchiveLimitError, ImgtoolError, NoImageDirError, UnsafeMemberError
+from imgtool.format import pagemap
 from imgtool.format.extras import human_size
+from imgtool.format.flags import PE_PARENT, PE_PRESENT
+from imgtool.format.image import Image
+from imgtool.memory import pages
+from imgtool.memory.vma import page_size_of
 
 __all__ = [
-    "DEFAULT_LIMITS", "ENGINE_FILES", "ArchiveError", "ArchiveLimitError", "Extracted", "Limits", "NoImageDirError",
-    "UnsafeMemberError", "detect", "extract",
+    "CACHE_ENV", "DEFAULT_LIMITS", "ENGINE_FILES", "Archive", "ArchiveError", "ArchiveLimitError", "Extracted",
+    "Limits", "NoImageDirError", "Pending", "UnsafeMemberError", "detect", "extract", "open_archive", "remove_tree",
 ]
 
 GiB = 1 << 30
@@ -135,9 +173,10 @@ class Extracted:
     ``stats_dump`` is the archive's top-level ``stats-dump`` image, if any.
     """
 
-    def __init__(self, root: Path, images: Path, metadata: dict[str, Any], stats_dump: Path | None) -> None:
+    def __init__(self, root: Path, images: Path, metadata: dict[str, Any], stats_dump: Path | None,
+                 *, backed: tuple[Path, ...] = (), remove: bool = True) -> None:
         self.root, self.images, self.metadata, self.stats_dump = root, images, metadata, stats_dump
-        self._cleanup = weakref.finalize(self, shutil.rmtree, str(root), ignore_errors=True)
+        self._cleanup = weakref.finalize(self, _release, backed, str(root) if remove else None)
 
     @property
     def closed(self) -> bool:
@@ -175,8 +214,56 @@ def extract(path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS) ->
         stats = root / "stats-dump"
         return Extracted(root, images, metadata, stats if stats.is_file() and not stats.is_symlink() else None)
     except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
+        remove_tree(root)
         raise
+
+
+def _release(backed: tuple[Path, ...], root: str | None) -> None:
+    for path in backed:
+        pages.unback(path)
+    if root is not None:
+        remove_tree(root)
+
+
+def remove_tree(root: str | os.PathLike[str]) -> None:
+    """``rm -rf root`` without recursion or long paths: 2,000 levels of nesting are one loop, one fd at a time."""
+    try:
+        fd = os.open(root, _DIR_FLAGS)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(root)
+        return
+    names: list[str] = []
+    try:
+        while True:
+            child = None
+            with os.scandir(fd) as it:
+                for entry in it:
+                    if entry.is_dir(follow_symlinks=False):
+                        child = entry.name
+                        break
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.name, dir_fd=fd)
+            if child is not None:
+                try:
+                    sub = os.open(child, _DIR_FLAGS, dir_fd=fd)
+                except OSError:     # cannot enter: give up on it (rmdir below fails quietly)
+                    break
+                os.close(fd)
+                fd = sub
+                names.append(child)
+                continue
+            if not names:
+                break
+            up = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = up
+            with contextlib.suppress(OSError):
+                os.rmdir(names.pop(), dir_fd=fd)
+    finally:
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        os.rmdir(root)
 
 
 # -- reading the tar stream ---------------------------------------------------------------
@@ -194,6 +281,17 @@ class _Source:
         self.stream, self.archive, self.header_limit = stream, archive, header_limit
         self.pos = 0
         self.cap: int | None = None  # stream position header parsing may not pass
+
+    def seekable(self) -> bool:
+        return self.stream.seekable()
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
+        """Only for a plain tar (tarfile's "r:" mode): skipping a member is an lseek, not a read."""
+        self.pos = self.stream.seek(pos, whence)
+        return self.pos
 
     def read(self, n: int = -1) -> bytes:
         if self.cap is not None:
@@ -259,7 +357,9 @@ def _tar_stream(archive: str, kind: str, limits: Limits) -> Iterator[tarfile.Tar
         try:
             raw = stack.enter_context(open(archive, "rb"))
             source = _Source(stack.enter_context(_decompressed(raw, kind)), archive, limits.max_header_bytes)
-            tar = stack.enter_context(tarfile.open(fileobj=source, mode="r|", tarinfo=_strict_info(source)))
+            mode = "r:" if kind == "tar" else "r|"     # a plain tar is seekable: members not read are skipped
+            tar = stack.enter_context(tarfile.open(fileobj=source, mode=mode, tarinfo=_strict_info(source),
+                                                   bufsize=_CHUNK))
         except _READ_ERRORS as exc:
             what = "tar archive" if kind == "tar" else f"tar archive inside {kind}"
             raise ArchiveError(f"not a readable {what}: {exc}", path=archive) from None
@@ -288,16 +388,24 @@ def _copy(read: Callable[[int], bytes], fd: int, budget: int) -> int:
 class _Unpacker:
     """Writes the members of one tar stream under ``root``, refusing anything unsafe."""
 
-    def __init__(self, root: Path, archive: str, limits: Limits) -> None:
+    def __init__(self, root: Path, archive: str, limits: Limits,
+                 select: Callable[[tuple[str, ...], tarfile.TarInfo], str] | None = None) -> None:
         self.root, self.archive, self.limits = root, archive, limits
+        self.select = select     # WRITE, LATER (an empty placeholder, in ``later``) or SKIP; None: write all
         self.root_fd = -1
         self.members = 0
         self.total = 0
         self.files: set[tuple[str, ...]] = set()          # regular files written: hard link targets
         self.links: list[tuple[str, tuple[str, ...]]] = []  # symlinks, checked again at the end
+        self.later: dict[tuple[str, ...], Pending] = {}   # placeholders: members unpacked when needed
+        self.skipped: set[tuple[str, ...]] = set()        # members not needed: nothing made
+        self._known: tuple[tuple[str, ...], int] = ((), -1)  # the last directory walked to, and its fd
+        self.tails: dict[tuple[str, ...], tuple[int, bytes]] | None = None   # LATER members' last bytes (streams)
+        self._tail_budget = TAIL_BUDGET
 
     def run(self, tar: tarfile.TarFile) -> None:
         self.root_fd = os.open(self.root, _DIR_FLAGS)
+        self._known = ((), self.root_fd)
         try:
             last = None
             while (member := self._next(tar, last)) is not None:
@@ -306,6 +414,7 @@ class _Unpacker:
                 last = member.name
             self._check_links()
         finally:
+            self._forget()
             os.close(self.root_fd)
 
     # errors
@@ -334,7 +443,16 @@ class _Unpacker:
             if m.isdir():
                 return  # "." or "./": the root itself
             raise self._unsafe(m.name, "empty path")
-        if m.isreg():
+        if parts in self.skipped:
+            raise self._unsafe(m.name, "a member of that name was already unpacked")
+        if m.isreg() and self.select is not None and (how := self.select(parts, m)) != WRITE:
+            self._placeholder(m, parts, later=how == LATER)
+            if how == SKIP:
+                self.skipped.add(parts)
+            else:
+                if self.tails is not None:
+                    self._keep_tail(tar, m, parts)
+        elif m.isreg():
             self._file(tar, m, parts)
         elif m.isdir():
             self._dir(m.name, parts)
@@ -361,23 +479,36 @@ class _Unpacker:
 
     @contextlib.contextmanager
     def _parent(self, member: str, parts: tuple[str, ...]) -> Iterator[int]:
-        """An fd of the directory that holds ``parts[-1]``, made as needed, never through a symlink."""
-        fd = self.root_fd
+        """An fd of the directory that holds ``parts[-1]``, made as needed, never through a symlink.
+
+        The walk starts from the last directory walked to when it is on the way (members come in tree order):
+        2,000 levels of nesting cost one step a member, not 2,000.  Directories are never replaced, so a
+        directory once checked stays the one its path names."""
+        dirs = parts[:-1]
+        known, known_fd = self._known
+        start = len(known) if dirs[:len(known)] == known else 0
+        fd = os.dup(known_fd if start else self.root_fd)
         try:
-            for comp in parts[:-1]:
+            for comp in dirs[start:]:
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(comp, 0o700, dir_fd=fd)
                 try:
                     sub = os.open(comp, _DIR_FLAGS, dir_fd=fd)
                 except OSError:
                     raise self._unsafe(member, f"path goes through {comp!r}, a symlink or not a directory") from None
-                if fd != self.root_fd:
-                    os.close(fd)
+                os.close(fd)
                 fd = sub
+            if start < len(dirs):
+                self._forget()
+                self._known = (dirs, os.dup(fd))
             yield fd
         finally:
-            if fd != self.root_fd:
-                os.close(fd)
+            os.close(fd)
+
+    def _forget(self) -> None:
+        if self._known[1] != self.root_fd:
+            os.close(self._known[1])
+        self._known = ((), self.root_fd)
 
     def _dir(self, member: str, parts: tuple[str, ...]) -> None:
         with self._parent(member, parts) as fd:
@@ -407,6 +538,45 @@ class _Unpacker:
             finally:
                 os.close(fd)
         self.files.add(parts)
+
+    def _placeholder(self, m: tarfile.TarInfo, parts: tuple[str, ...], later: bool) -> None:
+        """An empty file of ``m``'s size (a hole) where it goes, unpacked (or read in place) when needed if
+        ``later``, else never (its size is right for whoever lists sizes; its bytes are not there)."""
+        with self._parent(m.name, parts) as dfd:
+            try:
+                fd = os.open(parts[-1], _FILE_FLAGS, 0o600, dir_fd=dfd)
+            except FileExistsError:
+                raise self._unsafe(m.name, "a member of that name was already unpacked") from None
+            except OSError as exc:
+                raise ArchiveError(f"cannot create: {exc.strerror}", path=self.archive, member=m.name) from None
+            with contextlib.suppress(OSError):    # its size, for whoever lists sizes: a hole, nothing written
+                os.ftruncate(fd, m.size)
+            os.close(fd)
+        if later:
+            self.later[parts] = Pending(m.name, m.offset_data, m.size, m.issparse())
+            self.files.add(parts)
+
+    def _keep_tail(self, tar: tarfile.TarFile, m: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
+        """Keep the last TAIL_BYTES of a pages file going by (where a process's argv is: the top of its stack,
+        the last pages dumped), in memory, while the budget lasts; the stream reads them anyway."""
+        want = min(TAIL_BYTES, m.size, self._tail_budget)
+        if want <= 0 or m.issparse():
+            return
+        stream = tar.fileobj       # tarfile's stream: seeks forward by reading, as it does to skip a member
+        assert stream is not None
+        read = self._reader(m.name, stream)
+        skip, held = m.size - want, 0
+        try:
+            stream.seek(m.offset_data + skip)
+        except _READ_ERRORS as exc:
+            raise ArchiveError(f"corrupt or truncated data: {exc}", path=self.archive, member=m.name) from None
+        chunks = []
+        while held < want and (chunk := read(min(_CHUNK, want - held))):
+            chunks.append(chunk)
+            held += len(chunk)
+        self._tail_budget -= want
+        assert self.tails is not None
+        self.tails[parts] = (skip, b"".join(chunks)[:want])
 
     def _budget(self, m: tarfile.TarInfo) -> int:
         """Bytes ``m`` may write; refuses it now if its header already claims more."""
@@ -451,8 +621,13 @@ class _Unpacker:
 
     def _hardlink(self, m: tarfile.TarInfo, parts: tuple[str, ...]) -> None:
         target = self._parts(m.name, m.linkname, "hard link target")
-        if target not in self.files:
+        if target not in self.files and target not in self.skipped:
             raise self._unsafe(m.name, f"hard link to {m.linkname!r}, which is not a regular file unpacked before it")
+        if target in self.skipped:
+            self.skipped.add(parts)
+            return
+        if target in self.later:
+            self.later[parts] = self.later[target]
         with self._parent(m.name, target) as src_fd, self._parent(m.name, parts) as dst_fd:
             try:
                 os.link(target[-1], parts[-1], src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
@@ -467,6 +642,412 @@ class _Unpacker:
             real = os.path.realpath(os.path.join(self.root, *parts))
             if real != real_root and not real.startswith(real_root + os.sep):
                 raise self._unsafe(member, "symlink leaves the extraction directory through other symlinks")
+
+
+# -- opening without unpacking what is not read ----------------------------------------------------
+
+WRITE, LATER, SKIP = "write", "later", "skip"   # what pass 1 does with a regular member
+_PAGES = re.compile(r"pages-[0-9]+\.img")
+_GPU_PAGES = re.compile(r"amdgpu-pages-.*\.img")        # device memory: no command reads it (sizes only)
+SMALL_OTHER_BYTES = MiB    # members that are neither images nor engine files: unpacked up to this size, else skipped
+CACHE_ENV = "IMGTOOL_CACHE"
+TAIL_BYTES = MiB              # the end of each pages file pass 1 of a compressed archive keeps, for argv
+TAIL_BUDGET = 64 * MiB        # for all of them
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A member left for later: a pages file, unpacked (or read in place) when memory is first read."""
+
+    name: str        # the member's name in the archive
+    offset: int      # where its data starts in the (decompressed) tar
+    size: int        # its size (expanded size for a sparse member)
+    sparse: bool
+
+
+def need(parts: tuple[str, ...], m: tarfile.TarInfo) -> str:
+    """What pass 1 does with a regular member: pages files are for later, images and engine files are
+    unpacked, other members (rootfs-diff.tar, devshm-checkpoint.tar, ...) only when small; GPU pages and
+    big other members are skipped (a hole of their size stands in for them: ``Archive.skipped``)."""
+    name = parts[-1]
+    if _PAGES.fullmatch(name):
+        return LATER
+    if _GPU_PAGES.fullmatch(name):
+        return SKIP
+    if name.endswith(".img") or name in ENGINE_FILES or name == "stats-dump" or m.size <= SMALL_OTHER_BYTES:
+        return WRITE
+    return SKIP
+
+
+Identity = tuple[int, int, int, int]
+
+
+def _identity(archive: str) -> Identity:
+    st = os.stat(archive)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class Archive(Extracted):
+    """A checkpoint archive opened for reading (``open_archive``).
+
+    The small members are unpacked into ``root``; each pages file is an empty placeholder of its size (a
+    hole), registered with ``memory.pages.back``: a plain tar's pages files are read in place, a compressed
+    archive's are all unpacked by one more streaming pass the first time one of them is opened.
+    """
+
+    def __init__(self, root: Path, images: Path, metadata: dict[str, Any], stats_dump: Path | None, *,
+                 archive: str, kind: str, identity: Identity, limits: Limits, later: dict[tuple[str, ...], Pending],
+                 written: int, covered: Covered | None = None, done: Path | None = None) -> None:
+        backed = tuple(root.joinpath(*parts) for parts in later)
+        super().__init__(root, images, metadata, stats_dump, backed=backed, remove=done is None)
+        self.archive, self.kind, self.identity, self.limits = archive, kind, identity, limits
+        self.later = later
+        self.covered = covered or {}  # argv windows the placeholders hold already (a compressed archive's pass 1)
+        self.skipped: set[str] = set()  # members never unpacked: their files are holes of their size
+        self.written = written        # bytes unpacked so far
+        self._done = done             # a cache's marker: the pages files are unpacked
+        self._lock = threading.Lock()
+        self._unpacked = done is not None and done.exists()
+        for parts, path in zip(later, backed, strict=True):
+            pages.back(path, _resolver(weakref.ref(self), parts))
+
+    def _backing(self, parts: tuple[str, ...], window: tuple[int, int] | None) -> pages.Backing:
+        member = self.later[parts]
+        if self.closed:
+            raise ArchiveError("archive closed", path=self.archive, member=member.name)
+        if self.kind == "tar" and not member.sparse:   # contiguous in the tar file: read in place
+            self._check_unchanged()
+            return self.archive, member.offset, member.size
+        if window is not None and window in self.covered.get((), ()):    # a process's argv: pass 1 kept all of it
+            return str(self.root.joinpath(*parts)), 0, -1     # (in this file, or none of it is here)
+        self.unpack_later()
+        return str(self.root.joinpath(*parts)), 0, -1
+
+    def _check_unchanged(self) -> None:
+        try:
+            now = _identity(self.archive)
+        except OSError as exc:
+            raise ArchiveError(f"cannot read: {exc.strerror}", path=self.archive) from None
+        if now != self.identity:
+            raise ArchiveError("the archive changed since it was opened", path=self.archive)
+
+    def unpack_later(self) -> None:
+        """Unpack every pages file left for later, in one streaming pass (once; a no-op afterwards)."""
+        with self._lock:
+            if self._unpacked:
+                return
+            with _cache_lock(self._done.parent if self._done is not None else None):
+                if self._done is None or not self._done.exists():
+                    self._check_unchanged()
+                    wanted = self._wanted()
+                    self._check_space(sum(keep for _, keep in wanted.values()))
+                    refill = _Refill(self.root, self.archive, self.limits, wanted, self.written)
+                    with _tar_stream(self.archive, self.kind, self.limits) as tar:
+                        refill.run(tar)
+                    self.written = refill.total
+                    if self._done is not None:
+                        self._done.touch()
+            self._unpacked = True
+
+    def _wanted(self) -> dict[str, tuple[tuple[str, ...], int]]:
+        """name -> (parts, bytes to unpack) of the pages files the second pass unpacks: those a pagemap names
+        (an unreferenced one is never read), each up to what its pagemaps say it holds."""
+        present: dict[Path, dict[int, int] | None] = {}
+        wanted: dict[str, tuple[tuple[str, ...], int]] = {}
+        for parts, m in self.later.items():
+            if self.kind == "tar" and not m.sparse:
+                continue
+            path = self.root.joinpath(*parts)
+            if path.parent not in present:
+                present[path.parent] = pagemap_pages(path.parent)
+            named = present[path.parent]
+            pages_id = int(parts[-1].removeprefix("pages-").removesuffix(".img"))
+            if named is None:                       # a pagemap could not be read: only the limits bound it
+                wanted[m.name] = (parts, m.size)
+            elif pages_id in named:
+                wanted[m.name] = (parts, min(m.size, named[pages_id] * _MAX_PAGE))
+        return wanted
+
+    def _check_space(self, needed: int) -> None:
+        try:
+            st = os.statvfs(self.root)
+        except OSError:
+            return
+        free = st.f_bavail * st.f_frsize
+        if needed > free:
+            raise ArchiveLimitError(f"unpacking the pages files needs {human_size(needed)}, {self.root} has "
+                                    f"{human_size(free)} free", path=self.archive)
+
+
+def _capture_argv(root: Path, later: dict[tuple[str, ...], Pending],
+                  tails: dict[tuple[str, ...], tuple[int, bytes]]) -> Covered:
+    """Write into the placeholders the bytes of each process's argv that the kept tails hold; return, per
+    pages file, the argv windows (``cmdline_of``'s) it can now serve.  Nothing else is written.
+
+    A window counts only when, for every process with that window, its own pages file holds all of it:
+    then a store reading that window reads nothing from any other pages file (shared memory, ...), and
+    those are served as they are too (key ``()``)."""
+    covered: Covered = {}
+    whole: dict[tuple[int, int], bool] = {}
+    by_dir: dict[tuple[str, ...], dict[str, tuple[str, ...]]] = {}
+    for parts in later:
+        by_dir.setdefault(parts[:-1], {})[parts[-1]] = parts
+    for folder_parts, files in by_dir.items():
+        folder = root.joinpath(*folder_parts)
+        for name, window, ranges in _argv_ranges(folder):
+            parts = files.get(name)
+            held = parts is not None and ranges is not None and parts in tails and \
+                sum(hi - lo for lo, hi in ranges) == window[1] - window[0]
+            if held:
+                start, data = tails[parts]
+                held = all(start <= lo and hi <= start + len(data) for lo, hi in ranges)
+            whole[window] = whole.get(window, True) and held
+            if not held:
+                continue
+            fd = os.open(folder / name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                for lo, hi in ranges:
+                    os.pwrite(fd, data[lo - start:hi - start], lo)
+            finally:
+                os.close(fd)
+            covered.setdefault(parts, set()).add(window)
+    covered = {parts: {w for w in windows if whole[w]} for parts, windows in covered.items()}
+    covered[()] = {w for w, ok in whole.items() if ok}
+    return covered
+
+
+def _argv_ranges(folder: Path) -> Iterator[tuple[str, tuple[int, int], list[tuple[int, int]] | None]]:
+    """For each process of the dump in ``folder``: its pages file, its argv window and the byte ranges of
+    that file holding it (None when some of it is in a parent dump or an image cannot be read)."""
+    for mm_path in sorted(folder.glob("mm-*.img")):
+        pid = mm_path.name.removeprefix("mm-").removesuffix(".img")
+        try:
+            with Image.open(mm_path) as image:
+                mm = next(image.entries()).message
+            page = page_size_of(mm)
+            lo, hi = mm.mm_arg_start, max(mm.mm_arg_end, mm.mm_arg_start + 1)
+            with Image.open(folder / f"pagemap-{pid}.img") as image:
+                head = next(image.entries())
+                ranges: list[tuple[int, int]] | None = []
+                offset = 0
+                for vaddrs, counts, flags in pagemap.batches(image._view, head.end, image.header.byteorder,
+                                                             image.path):
+                    for vaddr, count, flag in zip(vaddrs, counts, flags, strict=True):
+                        end = vaddr + count * page
+                        if vaddr < hi and end > lo and ranges is not None:
+                            if flag & PE_PARENT:
+                                ranges = None
+                            elif flag & PE_PRESENT:
+                                ranges.append((offset + max(lo, vaddr) - vaddr, offset + min(hi, end) - vaddr))
+                        if flag & PE_PRESENT:
+                            offset += count * page
+                yield f"pages-{head.message.pages_id}.img", (lo, hi), ranges
+        except (ImgtoolError, OSError, StopIteration):
+            continue
+
+
+def _resolver(ref: weakref.ref[Archive], parts: tuple[str, ...]) -> pages.Resolver:
+    """``Archive._backing`` for one pages file, through a weak reference: the registry does not keep the
+    archive alive (forgotten, it is removed by its finalizer as before)."""
+    def resolve(window: tuple[int, int] | None) -> pages.Backing:
+        archive = ref()
+        if archive is None:
+            raise ArchiveError("archive closed", path="/".join(parts))
+        return archive._backing(parts, window)
+    return resolve
+
+
+def pagemap_pages(folder: Path) -> dict[int, int] | None:
+    """pages_id -> PE_PRESENT pages the pagemaps in ``folder`` name in it; None if one cannot be read."""
+    found: dict[int, int] = {}
+    try:
+        for pm in folder.iterdir():
+            if not pm.name.startswith("pagemap-") or pm.is_symlink() or not pm.is_file():
+                continue
+            with Image.open(pm) as image:
+                head = next(image.entries(), None)
+                if head is None:
+                    continue
+                present = sum(n for _, counts, flags in pagemap.batches(image._view, head.end,
+                                                                         image.header.byteorder, image.path)
+                              for n, f in zip(counts, flags, strict=True) if f & PE_PRESENT)
+                found[head.message.pages_id] = found.get(head.message.pages_id, 0) + present
+    except (ImgtoolError, OSError):
+        return None
+    return found
+
+
+# The largest page size Linux has (arm64, ppc64): a pages file holds at most this much per present page.
+_MAX_PAGE = 64 * 1024
+
+
+@contextlib.contextmanager
+def _cache_lock(key_dir: Path | None) -> Iterator[None]:
+    """An exclusive flock on a cache entry (nothing without a cache)."""
+    if key_dir is None:
+        yield
+        return
+    fd = os.open(key_dir.with_name(key_dir.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+class _Refill(_Unpacker):
+    """The second pass: fills the placeholders of ``wanted`` (name -> (parts, bytes to keep)); the rest of a
+    member past what it may hold is never written."""
+
+    def __init__(self, root: Path, archive: str, limits: Limits, wanted: dict[str, tuple[tuple[str, ...], int]],
+                 total: int) -> None:
+        super().__init__(root, archive, limits)
+        self.wanted, self.total = dict(wanted), total
+
+    def run(self, tar: tarfile.TarFile) -> None:
+        self.root_fd = os.open(self.root, _DIR_FLAGS)
+        self._known = ((), self.root_fd)
+        try:
+            last = None
+            while self.wanted and (m := self._next(tar, last)) is not None:
+                if m.isreg() and m.name in self.wanted:
+                    self._refill(tar, m, *self.wanted.pop(m.name))
+                tar.members.clear()
+                last = m.name
+        finally:
+            self._forget()
+            os.close(self.root_fd)
+        if self.wanted:
+            raise ArchiveError(f"member {next(iter(self.wanted))!r} is gone: the archive changed", path=self.archive)
+
+    def _refill(self, tar: tarfile.TarFile, m: tarfile.TarInfo, parts: tuple[str, ...], keep: int) -> None:
+        lim = self.limits
+        if keep > lim.max_member_bytes or keep > lim.max_total_bytes - self.total:
+            raise self._limit(m.name, f"{human_size(keep)} to unpack would go past max_member_bytes "
+                                      f"({human_size(lim.max_member_bytes)}) or max_total_bytes "
+                                      f"({human_size(lim.max_total_bytes)})")
+        src = tar.extractfile(m)
+        assert src is not None
+        read, left = self._reader(m.name, src), keep
+
+        def capped(n: int) -> bytes:
+            nonlocal left
+            chunk = read(min(n, left)) if left > 0 else b""
+            left -= len(chunk)
+            return chunk
+
+        with self._parent(m.name, parts) as dfd:
+            try:
+                # overwritten in place, not truncated: a mapping of the placeholder (argv) stays valid
+                fd = os.open(parts[-1], os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+            except OSError as exc:
+                raise ArchiveError(f"cannot write: {exc.strerror}", path=self.archive, member=m.name) from None
+            try:
+                self.total += _copy(capped, fd, keep)
+            except OSError as exc:
+                raise ArchiveError(f"cannot write: {exc.strerror}", path=self.archive, member=m.name) from None
+            finally:
+                os.close(fd)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def catch_signals() -> None:
+    """SIGTERM and SIGHUP exit like SIGINT does: by an exception, so that temporary directories are removed
+    (``finally``, finalizers).  Only where they would kill the process outright (default handlers, main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, _exit_on_signal)
+
+
+def open_archive(path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS,
+                 cache: str | os.PathLike[str] | None = None) -> Archive:
+    """Open a checkpoint archive for reading, unpacking only what is read (see ``Archive``).
+
+    ``cache`` (default: the ``IMGTOOL_CACHE`` environment variable; off when unset or empty) is a directory
+    where a compressed archive is unpacked once, keyed by its device, inode, size and mtime, for the next
+    commands on it; a plain tar is read in place and never cached.
+    """
+    archive = os.fspath(path)
+    kind = detect(archive)
+    if kind is None:
+        what = "is a directory, not an archive" if os.path.isdir(archive) else \
+            "not a tar, gzip, zstd, bzip2 or xz archive"
+        raise ArchiveError(what, path=archive)
+    catch_signals()
+    identity = _identity(archive)
+    cache = cache if cache is not None else os.environ.get(CACHE_ENV) or None
+    if cache is not None and kind != "tar":
+        return _open_cached(archive, kind, identity, limits, Path(cache))
+    root = Path(tempfile.mkdtemp(prefix="imgtool-"))
+    try:
+        later, skipped, written, covered = _first_pass(root, archive, kind, limits)
+        return _archive(root, archive, kind, identity, limits, later, skipped, written, covered, None)
+    except BaseException:
+        remove_tree(root)
+        raise
+
+
+Covered = dict[tuple[str, ...], set[tuple[int, int]]]     # pages file -> argv windows it holds already
+
+
+def _first_pass(root: Path, archive: str, kind: str, limits: Limits) -> tuple[dict[tuple[str, ...], Pending],
+                                                                             set[tuple[str, ...]], int, Covered]:
+    unpacker = _Unpacker(root, archive, limits, need)
+    if kind != "tar":
+        unpacker.tails = {}
+    with _tar_stream(archive, kind, limits) as tar:
+        unpacker.run(tar)
+    covered = _capture_argv(root, unpacker.later, unpacker.tails) if unpacker.tails else {}
+    return unpacker.later, unpacker.skipped, unpacker.total, covered
+
+
+def _archive(root: Path, archive: str, kind: str, identity: Identity, limits: Limits,
+             later: dict[tuple[str, ...], Pending], skipped: set[tuple[str, ...]], written: int, covered: Covered,
+             done: Path | None) -> Archive:
+    images = _images_dir(root, archive)
+    metadata = _metadata(root, limits, {parts[0] for parts in skipped})
+    stats = root / "stats-dump"
+    opened = Archive(root, images, metadata, stats if stats.is_file() and not stats.is_symlink() else None,
+                     archive=archive, kind=kind, identity=identity, limits=limits, later=later, written=written,
+                     covered=covered, done=done)
+    opened.skipped = {"/".join(parts) for parts in skipped}
+    return opened
+
+
+def _open_cached(archive: str, kind: str, identity: Identity, limits: Limits, cache: Path) -> Archive:
+    """The archive unpacked under ``cache/<identity>/`` (pass 1 once; the pages files once, when needed)."""
+    try:
+        cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ArchiveError(f"cannot use the cache {cache}: {exc.strerror}", path=archive) from None
+    key = cache / "-".join(map(str, (kind, *identity)))
+    index = key / "index.json"
+    with _cache_lock(key):
+        if not index.is_file():
+            remove_tree(key)        # what an interrupted run left
+            tmp = Path(tempfile.mkdtemp(prefix=".imgtool-", dir=cache))
+            try:
+                (tmp / "root").mkdir(mode=0o700)
+                later, skipped, written, covered = _first_pass(tmp / "root", archive, kind, limits)
+                (tmp / "index.json").write_text(json.dumps({
+                    "later": [[list(parts), *(getattr(m, f) for f in Pending.__slots__)] for parts, m in later.items()],
+                    "skipped": sorted(list(p) for p in skipped), "written": written,
+                    "covered": [[list(parts), sorted(windows)] for parts, windows in covered.items()]}))
+                os.rename(tmp, key)
+            except BaseException:
+                remove_tree(tmp)
+                raise
+        saved = json.loads(index.read_text())
+    later = {tuple(parts): Pending(*rest) for parts, *rest in saved["later"]}
+    skipped = {tuple(p) for p in saved["skipped"]}
+    covered = {tuple(parts): {(lo, hi) for lo, hi in windows} for parts, windows in saved["covered"]}
+    return _archive(key / "root", archive, kind, identity, limits, later, skipped, saved["written"], covered,
+                    key / "pages.done")
 
 
 # -- what was unpacked ---------------------------------------------------------------------
@@ -507,13 +1088,15 @@ def _read_json(path: Path, cap: int) -> Any:
         return f"invalid JSON: {exc}"
 
 
-def _metadata(root: Path, limits: Limits) -> dict[str, Any]:
+def _metadata(root: Path, limits: Limits, skipped: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The engine files parsed, and "other": the other top-level entries, members not unpacked (``skipped``)
+    included."""
     meta: dict[str, Any] = {}
-    other: list[str] = []
+    other = {name: name for name in skipped}
     for entry in sorted(root.iterdir()):
         if entry.name in ENGINE_FILES:
             meta[entry.name] = _read_json(entry, limits.max_metadata_bytes)
         else:
-            other.append(entry.name + ("/" if entry.is_dir() and not entry.is_symlink() else ""))
-    meta["other"] = other
+            other[entry.name] = entry.name + ("/" if entry.is_dir() and not entry.is_symlink() else "")
+    meta["other"] = [other[name] for name in sorted(other)]
     return meta

@@ -3,8 +3,10 @@
 ``imgtool.open(path)`` accepts a CRIU image directory, a Docker/runc
 checkpoint directory (the images may sit one level down), an unpacked
 Podman/CRI-O export (``checkpoint/`` beside ``config.dump``) or such an
-archive (tar, gzip or zstd, detected by content; unpacked safely into a
-private temp dir that ``close()`` removes).  Images are decoded on first use.
+archive (tar, gzip or zstd, detected by content; its small members unpacked
+safely into a private temp dir that ``close()`` removes, its pages files read in
+place from a plain tar or unpacked when memory is first read: model/archive.py).
+Images are decoded on first use.
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ class Dump:
         else:
             from imgtool.model import archive  # only archives need it
 
-            extracted = archive.extract(path)
+            # small members unpacked, pages files read in place (plain tar) or unpacked on first use
+            extracted = archive.open_archive(path)
             dump = cls(extracted.images, root=extracted.root, metadata=extracted.metadata, cleanup=extracted)
         dump.source = path
         return dump

@@ -41,6 +41,7 @@ class Context:
     criu_options: list[str] = field(default_factory=list)
     criu: Path | None = None             # criu binary to check against (None: not checked)
     offline: bool = False                # image checks only
+    container: Any = None                # check --for-container: the container it is restored into (checks/docker.py)
 
     def has_option(self, *names: str) -> bool:
         """Whether the criu options contain one of ``names`` (``--opt`` or ``--opt=value``)."""
@@ -72,11 +73,11 @@ def check(name: str, kind: str = "image") -> Callable[[CheckFunc], CheckFunc]:
 
 def run_checks(ctx: Context) -> list[Finding]:
     """Every registered check, image checks first; a check that crashes on bad images reports it."""
-    from imgtool.analysis.checks import host, images  # noqa: F401  (registers the checks)
+    from imgtool.analysis.checks import docker, host, images  # noqa: F401  (registers the checks)
 
     findings: list[Finding] = []
     for name, kind, func in CHECKS:
-        if kind == "host" and ctx.offline:
+        if kind == "host" and (ctx.offline or ctx.container is not None):   # Docker: runc picks criu's options
             continue
         try:
             findings.extend(func(ctx))

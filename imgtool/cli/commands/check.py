@@ -21,12 +21,24 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("--offline", action="store_true", help="image checks only, nothing about this host")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--for-container", metavar="CONTAINER_DIR", help="check a restore through Docker into this "
+                   "container (its dir <data-root>/containers/<id>, or its config.v2.json)")
     p.set_defaults(func=cmd_check)
+    _criu_usage(p)
     p = sub.add_parser("restore", help="check a dump, then run the real criu restore")
     _common(p)
     p.add_argument("--force", action="store_true", help="restore even when checks predict failure")
     p.add_argument("--auto-options", action="store_true", help="add the criu options the dump needs")
     p.set_defaults(func=cmd_restore)
+    _criu_usage(p)
+
+
+def _criu_usage(p: argparse.ArgumentParser) -> None:
+    """The usage line ends with ``[-- CRIU-OPTIONS ...]``: what follows "--" goes to criu restore."""
+    usage = p.format_usage().removeprefix("usage: ").rstrip()
+    p.usage = usage.replace("%", "%%") + " [-- CRIU-OPTIONS ...]"
+    p.epilog = ((p.epilog + "\n\n") if p.epilog else "") + \
+        "CRIU-OPTIONS: criu restore options, after '--' (e.g. -- --tcp-established --shell-job)."
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -38,6 +50,10 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _context(args: argparse.Namespace, dump) -> Context:
     options = list(args.extra)  # what follows "--" on the command line
     ctx = Context(dump, criu_options=options, criu=find_criu(args.criu), offline=getattr(args, "offline", False))
+    if getattr(args, "for_container", None):
+        from imgtool.model.docker import read_container  # only --for-container needs it
+
+        ctx.container = read_container(args.for_container)
     root = args.root or ctx.option_value("--root")
     if root:
         ctx.root = Path(root)
@@ -58,11 +74,14 @@ def show(findings: list[Finding], ctx: Context) -> None:
             out.print(f"         [cyan]→ {escape(f.hint)}[/]", highlight=False)
     errors = sum(f.severity == ERROR for f in findings)
     warnings = sum(f.severity == WARNING for f in findings)
-    with_opts = f" with criu options {ctx.describe_options()}"
+    what = f"criu restore with criu options {ctx.describe_options()}"
+    if ctx.container is not None:   # --for-container: Docker restores, runc picks the options
+        what = f"docker start --checkpoint into {ctx.container.name}"
+    what = escape(what)
     if errors:
-        out.print(f"[bold red]criu restore{with_opts} will fail[/]: {errors} error(s), {warnings} warning(s).")
+        out.print(f"[bold red]{what} will fail[/]: {errors} error(s), {warnings} warning(s).")
     else:
-        out.print(f"[bold green]No errors[/]: criu restore{with_opts} should succeed ({warnings} warning(s)).")
+        out.print(f"[bold green]No errors[/]: {what} should succeed ({warnings} warning(s)).")
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -18,7 +18,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        description="Find the first real error in a CRIU -v4 log, name its cause and say what to "
                                    "do. Exit status: 0 the log shows success, 1 it shows a failure or no result, "
                                    "2 the file cannot be read.")
-    p.add_argument("log", help="CRIU log file (criu ... -v4 -o FILE)")
+    p.add_argument("log", help="CRIU log file (criu ... -v4 -o FILE), or the error text of docker, containerd, "
+                               "podman or runc around a failed criu run (CRIU's log it names is explained too)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_explain)
 

@@ -14,6 +14,7 @@ from imgtool.crit.explore import BATCHED, EXPLORERS, pagemap_batches, pagemap_ru
 from imgtool.format.fields import enum_name
 from imgtool.format.flags import PE_LAZY, PE_PARENT, PE_PRESENT
 from imgtool.memory.space import cmdline_of
+from imgtool.model.container import container_of
 from imgtool.model.dump import Dump, Task
 
 
@@ -31,6 +32,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--json", action="store_true", help="machine-readable output")
         if name in ("ps", "files", "maps"):
             p.add_argument("--pid", type=int, help="only this process" + (" and its children" if name == "ps" else ""))
+        if name == "ps":
+            p.add_argument("--env", action="store_true", help="each process's environment, read from its memory")
         add_dump_option(p)
         p.set_defaults(func=func)
 
@@ -58,10 +61,19 @@ def cmd_x(args: argparse.Namespace) -> int:
         else:
             lines = EXPLORERS[args.what](dump)
             batches = iter(lambda: list(islice(lines, 4096)), [])
+        terminal = sys.stdout.isatty()
         for batch in batches:   # what print() per line writes, in fewer calls
             if batch:
-                sys.stdout.write("\n".join(batch) + "\n")
+                text = "\n".join(batch) + "\n"
+                sys.stdout.write(clean_lines(text) if terminal else text)   # crit's bytes, but no raw NUL
     return 0
+
+
+def clean_lines(text: str) -> str:
+    """Lines for a terminal: control characters but newlines and tabs as ``\\xNN``."""
+    from imgtool.render.console import clean
+
+    return "\n".join(map(clean, text.split("\n")))
 
 
 def _tasks(dump: Dump, pid: int | None) -> list[Task]:
@@ -72,7 +84,9 @@ def task_title(task: Task) -> str:
     """``PID COMM`` as rich markup (the name escaped: ``[`` in it is text)."""
     from rich.markup import escape
 
-    return escape(f"{task.pid} {task.comm}")
+    from imgtool.render.console import clean
+
+    return escape(clean(f"{task.pid} {task.comm}"))
 
 
 def task_json(task: Task) -> dict[str, Any]:
@@ -80,17 +94,35 @@ def task_json(task: Task) -> dict[str, Any]:
             "state": task.state, "exit_code": task.exit_code, "threads": task.threads, "cmdline": cmdline_of(task)}
 
 
+def environ_of(task: Task) -> list[str]:
+    """The task's environment strings from its dumped memory ([] for a zombie or unreadable pages)."""
+    from imgtool.errors import ImgtoolError
+    from imgtool.memory.space import address_space, environ
+
+    if task.mm is None:
+        return []
+    try:
+        return environ(address_space(task), task.mm)
+    except ImgtoolError:
+        return []
+
+
 def cmd_ps(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.tree import Tree
 
-    from imgtool.render.console import console, emit_json
+    from imgtool.render.console import clean, console, emit_json
 
     with open_checkpoint(args) as dump:
+        env = getattr(args, "env", False)
         if args.json:
-            emit_json([task_json(t) for t in ([dump.task(args.pid)] if args.pid is not None else dump.tasks)])
+            emit_json([{**task_json(t), **({"environ": environ_of(t)} if env else {})}
+                       for t in ([dump.task(args.pid)] if args.pid is not None else dump.tasks)])
             return 0
-        tree = Tree(f"[bold]{escape(str(dump.source))}[/]")
+        found = container_of(dump)   # the container it was taken of (Docker, Podman...), named in the title
+        tree = Tree(f"[bold]{escape(str(dump.source))}[/]" + (f"  [dim]{escape(found.engine)} container[/] [bold]"
+                                                              f"{escape(found.name or found.id or '?')}[/]"
+                                                              if found is not None else ""))
 
         # Depth first, without recursion (a chain of thousands of processes); a damaged pstree can make a cycle
         # (duplicate pids): each entry is shown once.
@@ -103,9 +135,12 @@ def cmd_ps(args: argparse.Namespace) -> int:
                 continue
             shown.add(id(task))
             threads = f", {len(task.threads)} threads" if len(task.threads) > 1 else ""
-            argv = escape(" ".join(cmdline_of(task)))
-            child = node.add(f"[bold]{task.pid} {escape(task.comm)}[/]  {argv}  [dim]pgid {task.pgid} "
+            argv = escape(clean(" ".join(cmdline_of(task))))
+            child = node.add(f"[bold]{task.pid} {escape(clean(task.comm))}[/]  {argv}  [dim]pgid {task.pgid} "
                              f"sid {task.sid} {task.state}{threads}[/]")
+            if env:
+                for var in environ_of(task):
+                    child.add(f"[dim]env {escape(clean(var))}[/]")
             stack.extend((child, kid) for kid in reversed(task.children))
         console().print(tree)
     return 0
@@ -183,11 +218,8 @@ def summarize(dump: Dump) -> dict[str, Any]:
         for _, counts, flags in pagemap_batches(dump, task.pid):
             pages.update(_page_kinds(counts, flags))
     pages_files = sum(p.stat().st_size for p in dump.path.glob("pages-*.img"))
-    config = dump.metadata.get("config.dump")
-    container = None
-    if isinstance(config, dict):
-        container = {k: config.get(k) for k in ("id", "name", "rootfsImageName", "rootfsImage", "ociRuntime",
-                                                 "createdTime", "checkpointedTime") if config.get(k)}
+    found = container_of(dump)
+    container = found.to_json() if found is not None else None
     return {
         "path": str(dump.source), "images": str(dump.path), "container": container,
         "inventory": {"img_version": inv.img_version,
@@ -224,7 +256,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
         out = console()
         out.print(f"[bold]Checkpoint[/] {escape(info['path'])}")
         if info["container"]:
-            out.print("  container: " + escape(", ".join(f"{k} {v}" for k, v in info["container"].items())))
+            print_container(out, info["container"])
         inv = info["inventory"]
         out.print(f"  image version {inv['img_version']}, LSM {escape(inv['lsm'])}"
                   + (f", parent {escape(inv['parent'])}" if inv["parent"] else ""))
@@ -238,3 +270,28 @@ def cmd_summary(args: argparse.Namespace) -> int:
                   f"{human_bytes(mem['parent_pages'] * 4096)} in parent, {mem['lazy_pages']} lazy pages; "
                   f"pages files {human_bytes(mem['pages_files_bytes'])}")
     return 0
+
+
+def print_container(out: Any, c: dict[str, Any]) -> None:
+    """checkpointctl's container view: engine, runtime, name, id, image, times, interfaces, sizes."""
+    from rich.markup import escape
+
+    from imgtool.render.console import clean, human_bytes
+
+    rows = [("engine", c["engine"]), ("runtime", c.get("runtime")), ("name", c.get("name")), ("id", c.get("id")),
+            ("pod", c.get("pod")), ("namespace", c.get("namespace")), ("image", c.get("image")),
+            ("created", c.get("created")), ("checkpointed", c.get("checkpointed")),
+            ("command", " ".join(c.get("command") or []) or None)]
+    out.print("[bold]Container[/]")
+    for key, value in rows:
+        if value:
+            out.print(f"  {key}: {escape(clean(str(value)))}")
+    for iface in c.get("interfaces") or []:
+        parts = [f"IP {', '.join(iface['ip'])}" if iface["ip"] else "", f"MAC {iface['mac']}" if iface["mac"] else "",
+                 f"gateway {', '.join(iface['gateway'])}" if iface["gateway"] else ""]
+        out.print(f"  interface {escape(clean(iface['name']))}: " + escape(clean(", ".join(p for p in parts if p))))
+    names = {"checkpoint": "checkpoint size", "memory_pages": "memory pages size", "rootfs_diff": "rootfs diff size",
+             "gpu_pages": "GPU pages size"}
+    sizes = [f"{names[k]} {human_bytes(v)}" for k, v in (c.get("sizes") or {}).items() if v is not None and k in names]
+    if sizes:
+        out.print("  " + ", ".join(sizes))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from itertools import islice
 from typing import IO, TYPE_CHECKING
 
 from imgtool.cli.commands.inspect import add_dump_option, open_checkpoint
@@ -32,6 +33,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("addr", metavar="ADDR", help="start address (0x... or decimal)")
     p.add_argument("len", metavar="LEN", help="number of bytes (0x... or decimal)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the raw bytes to FILE")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--hexdump", "-C", action="store_true",
+                     help="hexdump even when stdout is not a terminal (repeated lines as '*', like hexdump -C)")
+    how.add_argument("--raw", action="store_true", help="raw bytes on stdout (refused on a terminal)")
+    p.add_argument("-v", "--no-squeeze", dest="squeeze", action="store_false",
+                   help="hexdump: show every line, repeated ones too (like hexdump -v)")
     p.add_argument("--zero-fill", action="store_true", help="read pages that are not in the dump as zeros")
     p.set_defaults(func=cmd_read)
 
@@ -82,23 +89,33 @@ def cmd_read(args: argparse.Namespace) -> int:
     with open_checkpoint(args) as dump:
         space = address_space(dump.task(args.pid))
         space.check(addr, size, args.zero_fill)
-        if args.output and args.output != "-":
+        if args.output and args.output != "-" and not args.hexdump:
             with open(args.output, "wb") as out:
                 extract(space, addr, addr + size, out, args.zero_fill)
+        elif args.hexdump or (sys.stdout.isatty() and not args.raw and args.output != "-"):
+            if args.output and args.output != "-":
+                with open(args.output, "w") as text:
+                    _print_hexdump(space, addr, size, args.zero_fill, args.squeeze, text)
+            else:
+                _print_hexdump(space, addr, size, args.zero_fill, args.squeeze)
         elif sys.stdout.isatty():
-            _print_hexdump(space, addr, size, args.zero_fill)
+            raise UsageError("refusing to write raw memory to a terminal: use a pipe, -o FILE or --hexdump")
         else:
             extract(space, addr, addr + size, sys.stdout.buffer, args.zero_fill)
             sys.stdout.flush()
     return EXIT_OK
 
 
-def _print_hexdump(space: AddressSpace, addr: int, size: int, zero_fill: bool) -> None:
-    from imgtool.render.console import hexdump
+def _print_hexdump(space: AddressSpace, addr: int, size: int, zero_fill: bool, squeeze: bool = True,
+                   out: IO[str] | None = None) -> None:
+    from imgtool.render.console import hexdump_chunks
 
-    for pos in range(addr, addr + size, HEXDUMP_CHUNK):
-        data = space.read(pos, min(HEXDUMP_CHUNK, addr + size - pos), zero_fill)
-        sys.stdout.write("".join(line + "\n" for line in hexdump(data, base=pos)))
+    out = out or sys.stdout
+    chunks = ((pos, space.read(pos, min(HEXDUMP_CHUNK, addr + size - pos), zero_fill))
+              for pos in range(addr, addr + size, HEXDUMP_CHUNK))
+    lines = hexdump_chunks(chunks, squeeze=squeeze)
+    while batch := list(islice(lines, 4096)):
+        out.write("".join(line + "\n" for line in batch))
 
 
 # -- search -------------------------------------------------------------------------
