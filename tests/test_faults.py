@@ -395,7 +395,8 @@ def test_pages_truncated(criu: Path, dump_holder: Callable[..., Holder], capsys:
     expect(done, "error:image-pages-short", cause="pages-eof")
     assert done.row.actual == "hung"
     spun = done.result.leftovers.get(holder.pid, 0.0)
-    assert spun > HANG_TIMEOUT / 2, f"the restored task used {spun:.1f} s of CPU in {HANG_TIMEOUT} s, not spinning"
+    # a sleeping task uses ~0 s; a spinning one a full core when the machine is idle, less when it is busy
+    assert spun > HANG_TIMEOUT / 10, f"the restored task used {spun:.1f} s of CPU in {HANG_TIMEOUT} s, not spinning"
     assert not Path(f"/proc/{holder.pid}").exists(), "the spinning restorer was not killed"
     expect_fixed(attempt("8 pages file: original images", criu, holder.images, [], capsys))
 
