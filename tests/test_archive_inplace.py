@@ -299,7 +299,9 @@ def test_signal_in_a_pass_leaves_nothing(slow_archive: Path, tmp_path: Path, sig
     tmp.mkdir()
     env = {**os.environ, "TMPDIR": str(tmp)}
     env.pop(archive.CACHE_ENV, None)
-    proc = subprocess.Popen([sys.executable, "-c", _OPEN, str(slow_archive)], env=env, stdout=subprocess.PIPE)
+    # the signal's default disposition in the child, as in a terminal (under nohup SIGHUP is ignored, rightly)
+    proc = subprocess.Popen([sys.executable, "-c", _OPEN, str(slow_archive)], env=env, stdout=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))
     assert proc.stdout is not None
     if phase == "first pass":
         deadline = time.monotonic() + 30

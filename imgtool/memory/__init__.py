@@ -12,16 +12,51 @@ protocols a dump and a task fulfil), ``chain`` (one dump's store: pagemaps resol
 ``search`` and ``extract`` (built on ``stream``; ``filescan``: literals in file order, for ``search``).
 """
 
-from imgtool.memory.chain import DumpMemory, ImageSource
-from imgtool.memory.extents import Extent, ExtentIndex, Run
-from imgtool.memory.extract import extract
-from imgtool.memory.pages import PagesFile
-from imgtool.memory.search import Hit, Literal, Pattern, Regex, any_of, search_dump, search_space, spaces
-from imgtool.memory.shmem import shmem_id
-from imgtool.memory.sources import TaskSet, TaskSource
-from imgtool.memory.space import AddressSpace, address_space, cmdline, cmdline_of, environ
-from imgtool.memory.stream import CHUNK, Chunk, chunks
-from imgtool.memory.vma import DEFAULT_PAGE_SIZE, Vma, page_size_of, vma_from_entry
+# Names resolve on first use (PEP 562): importing one memory module (a read imports space.py) does not import
+# search, extraction and the rest ('full read of 1 task' and 'x rss' rows of bench/run.py count import time).
+_WHERE = {
+    "DumpMemory": "imgtool.memory.chain",
+    "ImageSource": "imgtool.memory.chain",
+    "Extent": "imgtool.memory.extents",
+    "ExtentIndex": "imgtool.memory.extents",
+    "Run": "imgtool.memory.extents",
+    "extract": "imgtool.memory.extract",
+    "PagesFile": "imgtool.memory.pages",
+    "Hit": "imgtool.memory.search",
+    "Literal": "imgtool.memory.search",
+    "Pattern": "imgtool.memory.search",
+    "Regex": "imgtool.memory.search",
+    "any_of": "imgtool.memory.search",
+    "search_dump": "imgtool.memory.search",
+    "search_space": "imgtool.memory.search",
+    "spaces": "imgtool.memory.search",
+    "shmem_id": "imgtool.memory.shmem",
+    "TaskSet": "imgtool.memory.sources",
+    "TaskSource": "imgtool.memory.sources",
+    "AddressSpace": "imgtool.memory.space",
+    "address_space": "imgtool.memory.space",
+    "cmdline": "imgtool.memory.space",
+    "cmdline_of": "imgtool.memory.space",
+    "environ": "imgtool.memory.space",
+    "CHUNK": "imgtool.memory.stream",
+    "Chunk": "imgtool.memory.stream",
+    "chunks": "imgtool.memory.stream",
+    "DEFAULT_PAGE_SIZE": "imgtool.memory.vma",
+    "Vma": "imgtool.memory.vma",
+    "page_size_of": "imgtool.memory.vma",
+    "vma_from_entry": "imgtool.memory.vma",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CHUNK", "DEFAULT_PAGE_SIZE", "AddressSpace", "Chunk", "DumpMemory", "Extent", "ExtentIndex", "Hit",

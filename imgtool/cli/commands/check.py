@@ -7,11 +7,16 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from imgtool import open as open_dump
-from imgtool.analysis.checks import ERROR, INFO, WARNING, Context, Finding, run_checks
-from imgtool.analysis.checks.host import find_criu
 from imgtool.errors import ImgtoolError
+
+if TYPE_CHECKING:
+    from imgtool.analysis.checks import Context, Finding
+
+# Severities as imgtool.analysis.checks spells them: importing the checks (and the model) waits for a check command
+# to run, so that building the parser of every other command stays cheap.
+ERROR, WARNING, INFO = "error", "warning", "info"
 
 STYLE = {ERROR: "bold red", WARNING: "yellow", INFO: "dim"}
 
@@ -48,6 +53,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _context(args: argparse.Namespace, dump) -> Context:
+    from imgtool.analysis.checks import Context
+    from imgtool.analysis.checks.host import find_criu
+
     options = list(args.extra)  # what follows "--" on the command line
     ctx = Context(dump, criu_options=options, criu=find_criu(args.criu), offline=getattr(args, "offline", False))
     if getattr(args, "for_container", None):
@@ -85,6 +93,8 @@ def show(findings: list[Finding], ctx: Context) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from imgtool import open as open_dump
+    from imgtool.analysis.checks import run_checks
     from imgtool.render.console import emit_json
 
     with open_dump(args.dir) as dump:
@@ -100,6 +110,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    from imgtool import open as open_dump
+    from imgtool.analysis.checks import run_checks
     from imgtool.render.console import console
 
     with open_dump(args.dir) as dump:

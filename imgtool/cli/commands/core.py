@@ -10,7 +10,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from imgtool.analysis.core.export import dumped_size, export_task
 from imgtool.cli.commands.inspect import add_dump_option, open_checkpoint
 from imgtool.cli.main import EXIT_OK
 from imgtool.errors import UsageError
@@ -32,6 +31,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(task: Task, path: Path, files_from: Path | None) -> None:
+    from imgtool.analysis.core.export import dumped_size, export_task  # on first use: parser start-up
     from imgtool.render.console import progress
 
     total = dumped_size(task) if sys.stderr.isatty() else 0

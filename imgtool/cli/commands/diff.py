@@ -7,7 +7,6 @@ from contextlib import ExitStack
 
 from imgtool import open as open_dump
 from imgtool.analysis.diff import DEFAULT_IGNORE, DumpDiff, compare, registered
-from imgtool.analysis.memdiff import MemoryComparer
 
 PROGRESS_FROM = 256 << 20   # a progress bar when the memory compared is larger than this
 PAGES_SHOWN = 8             # --page-ranges: byte ranges of at most this many pages per range of changed pages
@@ -55,6 +54,7 @@ def _progress_bar(total: int):
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    from imgtool.analysis.memdiff import MemoryComparer
     from imgtool.render.console import emit_json
 
     facets = [f.strip() for f in args.only.split(",")] if args.only else None

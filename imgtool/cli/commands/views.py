@@ -12,7 +12,6 @@ from google.protobuf.message import Message
 from imgtool.cli.commands.inspect import add_dump_option, open_checkpoint
 from imgtool.errors import MissingImageError
 from imgtool.format.image import Image
-from imgtool.format.pb import mnt_pb2
 from imgtool.model.dump import Dump
 
 # Per-mount MS_* flags (linux/mount.h) as the mount options they stand for; rw when MS_RDONLY is clear.
@@ -44,6 +43,8 @@ def mount_options(flags: int) -> list[str]:
 def fstype_name(entry: Message) -> str:
     if entry.HasField("fsname") and entry.fsname:
         return entry.fsname
+    from imgtool.format.pb import mnt_pb2  # imported on first use: building the parser stays cheap
+
     try:
         return mnt_pb2.fstype.Name(entry.fstype).lower()
     except ValueError:

@@ -7,12 +7,14 @@ from collections.abc import Iterable
 
 from imgtool.analysis.changes import Change
 from imgtool.analysis.diff.registry import Options, TaskPair, facet
-from imgtool.analysis.memdiff import MemoryComparer
 from imgtool.model.dump import Dump, Task
 
 
 def comparer(options: Options):
     if options.memory is None:
+        # imported on first use: the CLI lists the facets to build its parser; only a memory diff needs memdiff
+        from imgtool.analysis.memdiff import MemoryComparer
+
         options.memory = MemoryComparer()
     return options.memory
 
