@@ -37,7 +37,7 @@ start = time.perf_counter()
 if {before!r}:
     from imgtool.model import archive
     archive.open_archive = lambda path, **kw: archive.extract(path)     # the old path: unpack everything
-from imgtool.cli.main import main
+from imgtool.cli.app import main
 code = main({argv!r})
 elapsed = time.perf_counter() - start
 io = dict(line.split(": ") for line in open("/proc/self/io").read().splitlines())

@@ -35,7 +35,7 @@ os.sync()      # the previous run's writeback does not land in this run's time
 start = time.perf_counter()
 """
 CORE = SETTLE + """
-from imgtool.cli.main import main
+from imgtool.cli.app import main
 main(["core", sys.argv[1], "--pid", "1000", "-o", sys.argv[2]])
 """
 CP = SETTLE + """

@@ -71,7 +71,7 @@ def frames(path):
 """
 
 IMGTOOL_CLI = """
-from imgtool.cli.main import main
+from imgtool.cli.app import main
 assert main(sys.argv[1:]) in (0, 1)
 """
 

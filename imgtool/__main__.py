@@ -1,5 +1,5 @@
 import sys
 
-from imgtool.cli.main import main
+from imgtool.cli.app import main
 
 sys.exit(main())

@@ -10,7 +10,7 @@ import pytest
 
 import imgtool
 from imgtool.analysis.checks import Context, run_checks
-from imgtool.cli.main import main
+from imgtool.cli.app import main
 
 from corpus import CORPUS, SAMPLES
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from imgtool.cli.main import main
+from imgtool.cli.app import main
 
 import realcriu
 

@@ -27,7 +27,7 @@ from imgtool.render.console import clean, console, hexdump, table
 
 from corpus import CORPUS, SAMPLES
 
-cli = importlib.import_module("imgtool.cli.main")   # the module (imgtool.cli.main is also its function's name)
+cli = importlib.import_module("imgtool.cli.app")   # the module (imgtool.cli.app is also its function's name)
 LOOP = SAMPLES / "loop-sh" / "images"
 FDS = SAMPLES / "fds" / "images"
 PODMAN = CORPUS / "podman"

@@ -24,7 +24,7 @@ import pytest
 import imgtool
 from imgtool.analysis.core import export_task
 from imgtool.analysis.core.elf import NT_FILE, NT_PRSTATUS, PT_LOAD, PT_NOTE
-from imgtool.cli.main import main
+from imgtool.cli.app import main
 from imgtool.format.flags import VMA_AREA_HEAP, VMA_FILE_PRIVATE
 from imgtool.format.image import image_bytes
 from imgtool.format.pb import message_class

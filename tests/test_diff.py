@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 import imgtool
 from imgtool.analysis.diff import DEFAULT_FACETS, compare
-from imgtool.cli.main import main
+from imgtool.cli.app import main
 from imgtool.crit import decode
 from imgtool.crit.encode import encode_dict
 from imgtool.format.image import Image

@@ -15,7 +15,7 @@ import pytest
 import imgtool
 from imgtool.analysis.checks import Context, run_checks
 from imgtool.analysis.explain import explain_file, explain_text
-from imgtool.cli.main import main
+from imgtool.cli.app import main
 from imgtool.errors import UsageError
 from imgtool.model import docker
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import imgtool
-from imgtool.cli.main import main
+from imgtool.cli.app import main
 from imgtool.crit.explore import EXPLORERS
 from imgtool.errors import MissingImageError
 

@@ -17,7 +17,7 @@ import pytest
 import imgtool
 from imgtool.analysis.forensics import extract as ex
 from imgtool.analysis.forensics.scan import Query, exit_status, expand, scan
-from imgtool.cli.main import main
+from imgtool.cli.app import main
 from imgtool.errors import UsageError
 
 import realcriu

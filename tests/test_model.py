@@ -113,7 +113,7 @@ def test_missing_dir_is_a_clear_error(tmp_path: Path) -> None:
 def test_podman_archive_opens_in_a_private_temp_dir(capsys: pytest.CaptureFixture[str]) -> None:
     import tempfile
 
-    from imgtool.cli.main import main
+    from imgtool.cli.app import main
 
     archive = CORPUS / "podman" / "checkpoint.tar.gz"  # zstd inside, whatever the name says
     before = set(Path(tempfile.gettempdir()).glob("imgtool-*"))

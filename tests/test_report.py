@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import imgtool
-from imgtool.cli.main import main
+from imgtool.cli.app import main
 from imgtool.render.report import report_html
 from imgtool.render.report.build import BINS, memory_views
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import imgtool
-from imgtool.cli.main import main
+from imgtool.cli.app import main
 from imgtool.errors import UnmappedAddressError
 from imgtool.memory import stream
 from imgtool.memory.extract import extract

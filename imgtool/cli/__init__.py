@@ -3,6 +3,6 @@
 The top layer: may import every other package; nothing imports it.
 """
 
-from imgtool.cli.main import main, main_entry
+from imgtool.cli.app import main, main_entry
 
 __all__ = ["main", "main_entry"]

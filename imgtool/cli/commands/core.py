@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from imgtool.cli.app import EXIT_OK
 from imgtool.cli.commands.inspect import add_dump_option, open_checkpoint
-from imgtool.cli.main import EXIT_OK
 from imgtool.errors import UsageError
 from imgtool.model.dump import Task
 

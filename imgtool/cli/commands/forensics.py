@@ -15,8 +15,8 @@ import os
 import sys
 from typing import Any
 
+from imgtool.cli.app import EXIT_DIFFERENT, EXIT_ERROR, EXIT_OK
 from imgtool.cli.commands.inspect import add_dump_option, open_checkpoint
-from imgtool.cli.main import EXIT_DIFFERENT, EXIT_ERROR, EXIT_OK
 from imgtool.errors import UsageError
 
 

@@ -11,8 +11,8 @@ import sys
 from itertools import islice
 from typing import IO, TYPE_CHECKING
 
+from imgtool.cli.app import EXIT_DIFFERENT, EXIT_OK
 from imgtool.cli.commands.inspect import add_dump_option, open_checkpoint
-from imgtool.cli.main import EXIT_DIFFERENT, EXIT_OK
 from imgtool.errors import UsageError
 from imgtool.memory.extract import extract
 from imgtool.memory.search import CHUNK, REGEX_WINDOW, Hit, Literal, Pattern, Regex, search_space, spaces

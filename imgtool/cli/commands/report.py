@@ -22,7 +22,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from imgtool.cli.main import _replacing
+    from imgtool.cli.app import _replacing
     from imgtool.render.report import report_html
 
     with ExitStack() as stack:

@@ -25,7 +25,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from imgtool.cli.main import build_parser  # sideways within cli, lazy: main imports this module
+    from imgtool.cli.app import build_parser  # sideways within cli, lazy: main imports this module
 
     return build_parser()
 
