@@ -539,3 +539,19 @@ def test_mem_read_raw_refused_on_a_terminal_hexdump_shown() -> None:
     assert code == 2 and b"refusing to write raw memory to a terminal" in out
     code, out = run_pty("mem", "read", str(LOOP), pid, addr, "64", "--zero-fill")
     assert code == 0 and b"\x00" not in out and b"*" in out
+
+
+def test_maps_and_summary_count_in_the_dumps_page_size(tmp_path: Path) -> None:
+    """64 KiB pages (aarch64, ppc64le kernels): page counts and byte totals follow the dump's AT_PAGESZ."""
+    from imgtool.testing.synth import SynthTask, SynthVma, build_dump
+
+    page, base = 64 << 10, 0x7F0000000000
+    dump = build_dump(tmp_path / "d", [SynthTask(7, vmas=[SynthVma.anon(base, 4 * page)],
+                                                 pages={base: b"x" * (2 * page)})], page_size=page)
+    maps = json.loads(subprocess.run([sys.executable, "-m", "imgtool", "maps", str(dump), "--json"],
+                                     capture_output=True, text=True, check=True).stdout)
+    row = next(r for t in maps for r in t["vmas"] if r["start"] == base)
+    assert row["pages"] == 4 and row["dumped_pages"] == {"present": 2}
+    summary = json.loads(subprocess.run([sys.executable, "-m", "imgtool", "summary", str(dump), "--json"],
+                                        capture_output=True, text=True, check=True).stdout)
+    assert summary["memory"]["page_size"] == page and summary["memory"]["present_pages"] == 2

@@ -14,6 +14,7 @@ from imgtool.crit.explore import BATCHED, EXPLORERS, pagemap_batches, pagemap_ru
 from imgtool.format.fields import enum_name
 from imgtool.format.flags import PE_LAZY, PE_PARENT, PE_PRESENT
 from imgtool.memory.space import cmdline_of
+from imgtool.memory.vma import DEFAULT_PAGE_SIZE, page_size_of
 from imgtool.model.container import container_of
 from imgtool.model.dump import Dump, Task
 
@@ -173,18 +174,19 @@ def vma_rows(dump: Dump, task: Task) -> list[dict[str, Any]]:
     if task.mm is None:
         return []
     runs = list(pagemap_runs(dump, task.pid))
+    page = page_size_of(task.mm)
     rows, short_ids = [], {}
     for vma in task.mm.vmas:
         counts = Counter()
         for vaddr, pages, flags in runs:
-            lo, hi = max(vaddr, vma.start), min(vaddr + pages * 4096, vma.end)
+            lo, hi = max(vaddr, vma.start), min(vaddr + pages * page, vma.end)
             if lo < hi:
                 where = "present" if flags & PE_PRESENT else "parent" if flags & PE_PARENT else \
                     "lazy" if flags & PE_LAZY else "other"
-                counts[where] += (hi - lo) // 4096
+                counts[where] += (hi - lo) // page
         rows.append({"start": vma.start, "end": vma.end, "prot": prot_text(vma.prot),
                      "shared": bool(vma.flags & 1), "backing": vma_backing(dump, vma, short_ids).strip(),
-                     "pages": (vma.end - vma.start) // 4096, "dumped_pages": dict(counts)})
+                     "pages": (vma.end - vma.start) // page, "dumped_pages": dict(counts)})
     return rows
 
 
@@ -231,7 +233,8 @@ def summarize(dump: Dump) -> dict[str, Any]:
         "threads": sum(len(t.threads) for t in dump.tasks),
         "fds": dict(sorted(kinds.items())),
         "memory": {"present_pages": pages["present"], "parent_pages": pages["parent"],
-                   "lazy_pages": pages["lazy"], "pages_files_bytes": pages_files},
+                   "lazy_pages": pages["lazy"], "pages_files_bytes": pages_files,
+                   "page_size": next((page_size_of(t.mm) for t in dump.tasks if t.mm is not None), DEFAULT_PAGE_SIZE)},
     }
 
 
@@ -266,8 +269,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
         out.print("  open files: " + (escape(", ".join(f"{n} {k.lower()}" for k, n in info["fds"].items()))
                                       or "none"))
         mem = info["memory"]
-        out.print(f"  memory: {human_bytes(mem['present_pages'] * 4096)} dumped here, "
-                  f"{human_bytes(mem['parent_pages'] * 4096)} in parent, {mem['lazy_pages']} lazy pages; "
+        out.print(f"  memory: {human_bytes(mem['present_pages'] * mem['page_size'])} dumped here, "
+                  f"{human_bytes(mem['parent_pages'] * mem['page_size'])} in parent, {mem['lazy_pages']} lazy pages; "
                   f"pages files {human_bytes(mem['pages_files_bytes'])}")
     return 0
 
