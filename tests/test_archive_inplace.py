@@ -349,6 +349,27 @@ def test_cache_unpacks_once(real_dump: Path, sandbox: Sandbox, monkeypatch: pyte
     assert len(passes) == 4 and len([p for p in cache.iterdir() if p.is_dir()]) == 2
 
 
+def test_cache_option_of_the_command_line(real_dump: Path, sandbox: Sandbox) -> None:
+    """``imgtool --cache DIR``: the second memory command on a compressed archive unpacks nothing."""
+    path = _tar(sandbox.archives / "a.tar.zst", real_dump, kind="zstd")
+    cache, tmp = sandbox.base / "cache", sandbox.base / "tmp"
+    tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != archive.CACHE_ENV} | {"TMPDIR": str(tmp)}
+    runs = [subprocess.run([sys.executable, "-m", "imgtool", "--cache", str(cache), "mem", "search", str(path),
+                            "--string", NEEDLE.decode(), "--json"], capture_output=True, text=True, env=env)
+            for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr
+    assert runs[0].stdout == runs[1].stdout and NEEDLE.hex() in runs[0].stdout
+    entries = [p for p in cache.iterdir() if p.is_dir()]
+    assert len(entries) == 1 and entries[0].name.startswith("zstd-")
+    stamp = {p: p.stat().st_mtime_ns for p in entries[0].rglob("*")}
+    again = subprocess.run([sys.executable, "-m", "imgtool", "--cache", str(cache), "ps", str(path)],
+                           capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr
+    assert {p: p.stat().st_mtime_ns for p in entries[0].rglob("*")} == stamp   # reused, not rewritten
+    assert list(tmp.iterdir()) == []
+
+
 def test_forgotten_archive_is_removed(real_dump: Path, sandbox: Sandbox) -> None:
     path = _tar(sandbox.archives / "a.tar.zst", real_dump, kind="zstd")
     root = open_archive(path).root      # never closed: the finalizer removes it once the object is gone

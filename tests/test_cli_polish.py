@@ -125,6 +125,9 @@ def test_man_page_covers_every_command(tmp_path: Path) -> None:
                          capture_output=True, text=True)
     assert gen.returncode == 0, gen.stderr
     assert out.read_text().splitlines()[1:] == page.splitlines()[1:]   # the same page, its date aside
+    shipped = Path(__file__).parent.parent / "docs" / "imgtool.1"
+    assert shipped.read_text().splitlines()[1:] == page.splitlines()[1:], \
+        "docs/imgtool.1 is stale: run python scripts/gen_man.py"
     if shutil.which("man"):
         shown = subprocess.run(["man", "-l", str(out)], capture_output=True, text=True,
                                env={**os.environ, "MANPAGER": "cat", "PAGER": "cat", "MANWIDTH": "100"})
@@ -168,6 +171,15 @@ def test_unknown_options_of_other_commands_have_no_criu_hint() -> None:
 def test_criu_options_after_double_dash_reach_check(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["check", str(LOOP), "--offline", "--json", "--", "--shell-job"]) in (0, 1)
     assert json.loads(capsys.readouterr().out)["criu_options"] == ["--shell-job"]
+
+
+def test_criu_options_reach_check_after_the_cache_option(capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("IMGTOOL_CACHE", "")   # off, and restored after the test
+    argv = ["--cache", str(tmp_path), "check", str(LOOP), "--offline", "--json", "--", "--shell-job"]
+    assert cli.main(argv) in (0, 1)
+    assert json.loads(capsys.readouterr().out)["criu_options"] == ["--shell-job"]
+    assert os.environ["IMGTOOL_CACHE"] == str(tmp_path)
 
 
 def test_double_dash_ends_options_of_other_commands(capsys: pytest.CaptureFixture[str]) -> None:

@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgtool", description="Inspect CRIU checkpoint images.")
     parser.add_argument("-V", "--version", action="version", version=f"imgtool {__version__}")
     parser.add_argument("--traceback", action="store_true", help="show the Python traceback on errors")
+    parser.add_argument("--cache", metavar="DIR", help="unpack a compressed archive once under DIR and reuse it in "
+                        "later commands (off by default; same as IMGTOOL_CACHE=DIR)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("decode", help="image -> JSON (crit-compatible)")
@@ -182,9 +184,20 @@ def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.Argume
     return parser
 
 
+def _command_name(argv: list[str]) -> str | None:
+    """The subcommand: the first word that is neither a top-level option nor its value (``--cache DIR``)."""
+    words = iter(argv)
+    for word in words:
+        if word == "--cache":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
     """``args.extra``: the criu options after "--" (check, restore); criu options before it get a hint."""
-    command = next((a for a in argv if not a.startswith("-")), None)   # no top-level option takes a value
+    command = _command_name(argv)
     if command not in CRIU_OPTION_COMMANDS:
         args = parser.parse_args(argv)   # "--" as argparse means it: the end of the options
         args.extra = []
@@ -203,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, list(sys.argv[1:] if argv is None else argv))
     func: Callable[[argparse.Namespace], int] = args.func
+    if args.cache:   # read where archives are opened, in this process and in scan's workers alike
+        # lazy: start-up of commands that open no archive
+        from imgtool.model.archive import CACHE_ENV
+        os.environ[CACHE_ENV] = os.path.abspath(args.cache)
     try:
         code = func(args)
         sys.stdout.flush()   # a closed pipe shows here, not in the interpreter's last flush
