@@ -45,3 +45,20 @@ def criu() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def holder_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return realcriu.build_holder(tmp_path_factory.mktemp("holder"))
+
+
+@pytest.fixture(scope="session")
+def remapped_dumps(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, int]]:
+    """Two real dumps of tests/programs/remap.py, before and after it changed its mappings, and their addresses
+    (grow, gone, prot, new)."""
+    import sys
+
+    criu = realcriu.require_criu()
+    root = tmp_path_factory.mktemp("remap")
+    program = Path(__file__).parent / "programs" / "remap.py"
+    try:
+        dumped = realcriu.dump_twice(criu, [sys.executable, program], root / "before", root / "after")
+    finally:
+        realcriu.kill_all()
+    addresses = {k: int(v, 16) for k, _, v in (line.partition("=") for line in dumped.report)}
+    return root / "before", root / "after", addresses

@@ -290,6 +290,30 @@ def dump_process(criu: Path, argv: Sequence[str | os.PathLike[str]], images_dir:
     return dumped
 
 
+def dump_twice(criu: Path, argv: Sequence[str | os.PathLike[str]], first: Path, second: Path,
+               change: int = signal.SIGUSR1, marker: str = "CHANGED", timeout: float = 60.0) -> DumpedProcess:
+    """Dump a program with ``--leave-running`` into ``first``, send it ``change``, wait for its ``marker`` line,
+    dump it again (killing it) into ``second``. Raises when either dump fails."""
+    dumped = dump_process(criu, argv, first, ["--leave-running"], timeout=timeout)
+    if not dumped.ok:
+        raise RuntimeError(f"first dump failed: {dumped.stderr}\n{dumped.log_text()[-2000:]}")
+    os.kill(dumped.pid, change)
+    deadline = time.monotonic() + 10
+    while marker not in dumped.output.read_text(errors="replace").splitlines():
+        if not dumped.alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"{dumped.argv!r} printed no {marker} line:\n{dumped.output.read_text()}")
+        time.sleep(0.01)
+    second = Path(second).absolute()
+    second.mkdir(parents=True, exist_ok=True)
+    cmd = [os.fspath(criu), "dump", "-t", str(dumped.pid), "-D", os.fspath(second), "-o", "dump.log", "-v4"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        log = (second / "dump.log").read_text(errors="replace")[-2000:] if (second / "dump.log").exists() else ""
+        raise RuntimeError(f"second dump failed: {done.stderr}\n{log}")
+    dumped.reap(timeout=10)
+    return dumped
+
+
 class Shell:
     """A session leader standing in for the user's shell (tests/programs/jobshell.py): what it starts or runs is a
     job in its session and process group. Use as a context manager; leaving it kills its jobs and ends it.

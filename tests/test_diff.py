@@ -255,6 +255,23 @@ def test_split_vma_keeps_the_larger_part_as_resized(tmp_path: Path) -> None:
                                                        ("added", f"vma {BASE + 6 * PAGE:x}")]
 
 
+def test_vma_changes_of_a_real_process(remapped_dumps: tuple) -> None:
+    """tests/programs/remap.py dumped by the real criu before and after it grew, unmapped, re-protected and added
+    a mapping: one change each, in address order; newest-first the same mappings, the other way round."""
+    before, after, addr = remapped_dumps
+    page = 4096
+    with imgtool.open(before) as a, imgtool.open(after) as b:
+        forward = [(c.kind, c.path[1:]) for c in compare(a, b, only=["vmas"]).changes]
+        backward = [(c.kind, c.path[1:]) for c in compare(b, a, only=["vmas"]).changes]
+    assert forward == [("resized", (f"vma {addr['grow']:x}",)), ("removed", (f"vma {addr['gone']:x}",)),
+                       ("changed", (f"vma {addr['prot']:x}", "prot")), ("added", (f"vma {addr['new']:x}",))]
+    assert backward == [("resized", (f"vma {addr['grow']:x}",)), ("added", (f"vma {addr['gone']:x}",)),
+                        ("changed", (f"vma {addr['prot']:x}", "prot")), ("removed", (f"vma {addr['new']:x}",))]
+    with imgtool.open(before) as a, imgtool.open(after) as b:
+        (grown,) = [c for c in compare(a, b, only=["vmas"]).changes if c.kind == "resized"]
+    assert (grown.old["end"] - grown.old["start"], grown.new["end"] - grown.new["start"]) == (8 * page, 12 * page)
+
+
 def test_json_shows_vmas_as_objects_with_integer_addresses(tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     from imgtool.testing.synth import SynthVma

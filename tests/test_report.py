@@ -178,7 +178,9 @@ class Page:
             msg = json.loads(entry["message"])["message"]
             if msg["method"] == "Network.requestWillBeSent":
                 urls.append(msg["params"]["request"]["url"])
-        outside = [u for u in urls if u != self.path.resolve().as_uri() and not u.startswith("data:")]
+        # chrome:// and chrome-untrusted:// are the browser's own new-tab page, loading when a session begins
+        inside = ("data:", "chrome:", "chrome-untrusted:")
+        outside = [u for u in urls if u != self.path.resolve().as_uri() and not u.startswith(inside)]
         assert not outside, outside
 
     def screenshot(self, capsys: pytest.CaptureFixture[str] | None = None) -> Path:
@@ -314,6 +316,39 @@ def test_browser_expand_a_process_and_read_a_vma(browser: Browser, pages: dict[s
     d.find_element(By.ID, "addr").send_keys("7f00bea01234\n")
     assert d.find_element(By.ID, "pid-16387").get_attribute("open") is not None
     assert d.execute_script("return document.querySelectorAll('g.vma.found').length") == 2   # parent and child
+    page.check_clean()
+    page.screenshot(capsys)
+
+
+def test_browser_marks_the_mappings_a_real_process_changed(browser: Browser, remapped_dumps: tuple,
+                                                           tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two real dumps of tests/programs/remap.py: a mapping grew, one was unmapped, one made read-only, one added.
+    The map of the newer dump marks the three that are there and lists the one that is gone."""
+    from selenium.webdriver.common.by import By
+
+    before, after, addr = remapped_dumps
+    out = tmp_path / "remap.html"
+    assert main(["report", str(after), "--against", str(before), "-o", str(out)]) == 0
+    page = browser.load(out, "remap-diff")
+    d = browser.driver
+    d.execute_script("document.getElementById('expand-all').click()")
+    marked = dict(d.execute_script("return [...document.querySelectorAll('g.vma[data-change]:not([data-change=\"\"])')]"
+                                   ".map(g => [g.dataset.start, g.dataset.change])"))
+    assert marked == {f"{addr['grow']:#x}": "resized", f"{addr['prot']:#x}": "changed", f"{addr['new']:#x}": "added"}
+    grown = d.find_element(By.CSS_SELECTOR, f'g.vma[data-start="{addr["grow"]:#x}"]')
+    assert grown.find_element(By.CSS_SELECTOR, "rect.chbar").is_displayed()
+    assert "since the older dump: grew at the end by 16 KiB" in grown.find_element(By.TAG_NAME, "title") \
+        .get_attribute("textContent")
+    grown.click()
+    assert "since the older dump\nresized: grew at the end by 16 KiB" in \
+        grown.find_element(By.XPATH, "ancestor::details[contains(@class, 'mem')]") \
+        .find_element(By.CSS_SELECTOR, ".vma-detail").text
+    prot = d.find_element(By.CSS_SELECTOR, f'g.vma[data-start="{addr["prot"]:#x}"]')
+    assert prot.get_attribute("data-change-text") == "prot: rw- → r--"
+    removed = d.find_element(By.CSS_SELECTOR, ".removed-vmas").text
+    assert f"{addr['gone']:#x}-{addr['gone'] + 4 * 4096:#x} rw-" in removed and "removed" in removed.lower()
+    unmarked = d.execute_script("return document.querySelectorAll('g.vma[data-change=\"\"]').length")
+    assert unmarked > 10                        # the interpreter's other mappings are the same in both dumps
     page.check_clean()
     page.screenshot(capsys)
 

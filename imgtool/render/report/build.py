@@ -37,7 +37,7 @@ from imgtool.format.flags import (
 )
 from imgtool.memory.shmem import shmem_id
 from imgtool.memory.space import cmdline_of
-from imgtool.memory.vma import page_size_of, vma_from_entry
+from imgtool.memory.vma import DEFAULT_PAGE_SIZE, page_size_of, vma_from_entry
 from imgtool.model.dump import Dump, Task
 
 BINS = 48                 # at most this many bins along one VMA
@@ -81,6 +81,8 @@ class VmaView:
     counts: dict[str, int] = field(default_factory=dict)     # by STATES
     bins: list[dict[str, int]] = field(default_factory=list)  # per bin: pages by state (untouched implied)
     bin_pages: list[int] = field(default_factory=list)        # pages in each bin
+    change: str = ""          # with a diff: "added", "resized" or "changed" since the older dump
+    change_text: str = ""     # what changed, in the diff's words
 
     @property
     def start_hex(self) -> str:
@@ -95,7 +97,8 @@ class VmaView:
         c = self.counts
         return (f"{self.start:#x}-{self.end:#x} {self.prot}{'s' if self.shared else 'p'} {KIND_NAMES[self.kind]}"
                 f"{' ' + self.backing if self.backing else ''}\n{self.pages} pages: {c['present']} dumped here, "
-                f"{c['parent']} in parent, {c['lazy']} lazy, {c['untouched']} not dumped")
+                f"{c['parent']} in parent, {c['lazy']} lazy, {c['untouched']} not dumped"
+                + (f"\nsince the older dump: {self.change_text}" if self.change else ""))
 
 
 def _bin_edges(pages: int) -> list[int]:
@@ -261,7 +264,7 @@ def task_view(dump: Dump, task: Task) -> dict[str, Any]:
             "argv": " ".join(argv), "creds": _creds(task), "cwd": task.cwd, "root": task.root, "fds": fds,
             "sockets": [f for f in fds if "socket" in f], "vmas": vmas,
             "composition": {k: dict(c) for k, c in composition.items() if c["pages"]},
-            "page_size": page_size_of(task.mm) if task.mm is not None else 4096,
+            "page_size": page_size_of(task.mm) if task.mm is not None else DEFAULT_PAGE_SIZE,
             "children": [c.pid for c in task.children]}
 
 
@@ -329,13 +332,49 @@ def report_data(dump: Dump, diff: DumpDiff | None = None, old: Dump | None = Non
     for t in tasks:
         for kind, c in t["composition"].items():
             composition[kind].update(c)
-    page = tasks[0]["page_size"] if tasks else 4096
+    page = tasks[0]["page_size"] if tasks else DEFAULT_PAGE_SIZE
     data = {"header": _header(dump), "findings": _findings(dump), "tasks": by_pid, "tree": _tree(by_pid, roots),
             "totals": dict(totals), "page_size": page, "diff": None,
             "composition": {k: dict(c) for k, c in composition.items() if c["pages"]}}
     if diff is not None:
-        data["diff"] = diff_view(diff, old, dump)
+        data["diff"] = diff_view(diff, old, dump, page)
+        _mark_vma_changes(diff, by_pid)
     return data
+
+
+CHANGE_RANK = {"changed": 0, "resized": 1, "added": 2}    # a mapping both resized and re-protected shows "resized"
+
+
+def _mark_vma_changes(diff: DumpDiff, tasks: dict[int, dict[str, Any]]) -> None:
+    """Mark each task's mappings that the diff's ``vmas`` facet found added, resized or changed; list the removed
+    ones under ``removed_vmas``.  A task is found by its pid in the newer dump ("task 12" or "task 12→40")."""
+    for task in tasks.values():
+        task["removed_vmas"] = []
+    for change in diff.changes:
+        if change.facet != "vmas" or len(change.path) < 2:
+            continue
+        task = tasks.get(_new_pid(change.path[0]))
+        if task is None:
+            continue
+        if change.kind == "removed":
+            old = change.old
+            task["removed_vmas"].append({"start": f"{old['start']:#x}", "end": f"{old['end']:#x}",
+                                         "text": f"{prot_text(old['prot'])} {old['backing']}".strip()})
+            continue
+        start = change.new["start"] if change.kind in ("added", "resized") else int(change.path[1][4:], 16)
+        view = next((v for v in task["vmas"] if v.start == start), None)
+        if view is None:
+            continue
+        text = str(change).split(" › ", 2)[-1] if change.kind == "changed" else str(change).split(": ", 1)[-1]
+        if CHANGE_RANK.get(change.kind, 0) >= CHANGE_RANK.get(view.change, -1):
+            view.change = change.kind
+        view.change_text = f"{view.change_text}; {text}" if view.change_text else text
+
+
+def _new_pid(label: str) -> int | None:
+    """The pid in the newer dump of a diff's task label: "task 12" → 12, "task 12→40" → 40."""
+    number = label.rpartition(" ")[2].rpartition("→")[2]
+    return int(number) if number.isdigit() else None
 
 
 def _tree(tasks: dict[int, dict[str, Any]], roots: list[int]) -> list[tuple[str, int, int]]:
@@ -366,7 +405,7 @@ def _tree(tasks: dict[int, dict[str, Any]], roots: list[int]) -> list[tuple[str,
     return events
 
 
-def diff_view(diff: DumpDiff, old: Dump | None, new: Dump) -> dict[str, Any]:
+def diff_view(diff: DumpDiff, old: Dump | None, new: Dump, page_size: int = DEFAULT_PAGE_SIZE) -> dict[str, Any]:
     """The diff: processes added/removed, every change by task, and memory changes as heat-map rows."""
     processes, groups, heat = [], {}, []
     for change in diff.changes:
@@ -378,14 +417,14 @@ def diff_view(diff: DumpDiff, old: Dump | None, new: Dump) -> dict[str, Any]:
         groups.setdefault(task, []).append({"kind": change.kind, "facet": change.facet, "where": where,
                                             "text": text})
         if change.facet == "memory" and isinstance(change.new, dict):
-            heat.append(_heat_row(task, change.path[1] if len(change.path) > 1 else "", change.new))
+            heat.append(_heat_row(task, change.path[1] if len(change.path) > 1 else "", change.new, page_size))
     return {"a": diff.a, "b": diff.b, "equal": diff.equal,
             "stat": {facet: dict(c) for facet, c in diff.stat().items()},
             "matches": [m.to_json() for m in diff.matches if m.how == "key"],
             "processes": processes, "groups": groups, "heat": heat}
 
 
-def _heat_row(task: str, where: str, detail: dict[str, Any]) -> dict[str, Any]:
+def _heat_row(task: str, where: str, detail: dict[str, Any], page_size: int) -> dict[str, Any]:
     ranges = [(int(a), int(b)) for a, b in detail.get("changed_ranges") or ()]
     start = end = None
     if where.startswith("vma "):
@@ -410,5 +449,6 @@ def _heat_row(task: str, where: str, detail: dict[str, Any]) -> dict[str, Any]:
     counts = {k: detail.get(k, 0) for k in ("changed", "added", "removed", "moved to parent")
               if detail.get(k)}
     return {"task": task, "where": where, "start": start, "end": end, "bins": [min(1.0, b) for b in bins],
-            "counts": counts, "ranges": [(f"{a:#x}", f"{b:#x}", (b - a) // 4096) for a, b in ranges[:RANGES_LISTED]],
+            "counts": counts, "ranges": [(f"{a:#x}", f"{b:#x}", (b - a) // page_size)
+                                                                 for a, b in ranges[:RANGES_LISTED]],
             "more_ranges": max(0, len(ranges) - RANGES_LISTED)}

@@ -17,11 +17,13 @@ from imgtool.render.report.build import KIND_NAMES, KINDS, STATE_NAMES, VmaView
 WIDTH = 1000
 BAR = 34              # height of a VMA bar
 ROW = BAR + 26        # a row of the memory map, with room for the address under it
+TOP = 6               # room above the first row for a diff's change stripe
 GAP = 16              # a compressed gap between two VMAs
 LETTER = {"anon": "A", "file": "F", "shared": "S", "heap": "H", "stack": "K", "special": "V"}
 SHORT = {**{v: k for k, v in KIND_NAMES.items()}, **{v: k for k, v in STATE_NAMES.items()},   # bar labels
          KIND_NAMES["special"]: "vdso", STATE_NAMES["present"]: "dumped", STATE_NAMES["untouched"]: "not dumped"}
 STEPS = 8             # fill heights are rounded to eighths (neighbouring bins that round alike merge)
+CHANGE_MARK = {"added": "+", "resized": "↔", "changed": "~"}   # a diff's mark on a mapping (with its stripe)
 
 
 def defs() -> Markup:
@@ -70,11 +72,11 @@ def memory_map(vmas: list[VmaView], pid: int) -> Markup:
             kind, w = "gap-start", GAP      # a row starting with a gap: still marked
         rows[-1].append((kind, x, w, obj))
         x += w + 2
-    height = len(rows) * ROW
+    height = TOP + len(rows) * ROW
     out = [f'<svg class="memmap" viewBox="0 0 {WIDTH} {height}" width="100%" role="group" '
            f'aria-label="memory map of pid {pid}, {len(vmas)} mappings" preserveAspectRatio="xMinYMin meet">']
     for r, row in enumerate(rows):
-        y = r * ROW
+        y = TOP + r * ROW
         for kind, x, w, obj in row:
             if kind.startswith("gap"):
                 lo, hi = obj
@@ -90,7 +92,9 @@ def memory_map(vmas: list[VmaView], pid: int) -> Markup:
 
 def _vma(v: VmaView, x: float, y: int, w: float) -> str:
     c = v.counts
-    attrs = (f'class="vma k-{v.kind}" tabindex="0" role="button" data-start="{v.start:#x}" data-end="{v.end:#x}" '
+    changed = f" ch-{v.change}" if v.change else ""
+    attrs = (f'class="vma k-{v.kind}{changed}" tabindex="0" role="button" data-start="{v.start:#x}" '
+             f'data-end="{v.end:#x}" data-change="{v.change}" data-change-text="{escape(v.change_text)}" '
              f'data-prot="{v.prot}{"s" if v.shared else "p"}" data-kind="{escape(KIND_NAMES[v.kind])}" '
              f'data-backing="{escape(v.backing)}" data-pages="{v.pages}" data-present="{c["present"]}" '
              f'data-parent="{c["parent"]}" data-lazy="{c["lazy"]}" data-untouched="{c["untouched"]}" '
@@ -117,6 +121,10 @@ def _vma(v: VmaView, x: float, y: int, w: float) -> str:
                 top -= h
                 parts.append(f'<rect class="s-{state}" x="{rx:.1f}" y="{top:.1f}" width="{rw:.1f}" height="{h:.1f}"/>')
     parts.append(f'<rect class="edge" x="{x:.1f}" y="{y}" width="{w:.1f}" height="{BAR}"/>')
+    if v.change:
+        parts.append(f'<rect class="chbar" x="{x:.1f}" y="{y - 5}" width="{w:.1f}" height="5"/>')
+        if w >= 30:
+            parts.append(f'<text class="chmark" x="{x + w - 3:.1f}" y="{y + 13}">{CHANGE_MARK[v.change]}</text>')
     if w >= 16:
         parts.append(f'<text class="letter" x="{x + 3:.1f}" y="{y + 13}">{LETTER[v.kind]}</text>')
     if w >= 90:

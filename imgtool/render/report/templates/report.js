@@ -26,6 +26,7 @@
     row(dl, "in a parent dump", s.parent + pct(s.parent));
     row(dl, "lazy", s.lazy + pct(s.lazy));
     row(dl, "not dumped", s.untouched + pct(s.untouched));
+    if (s.change) { row(dl, "since the older dump", s.change + ": " + s.changeText); }
     panel.replaceChildren(dl);
   }
   document.addEventListener("click", function (e) {
