@@ -268,6 +268,36 @@ def test_clean(criu: Path, dump_holder: Callable[..., Holder], capsys: pytest.Ca
     assert not restored.alive()
 
 
+@pytest.mark.parametrize("kind", ["tar", "tar.zst"])
+def test_restore_from_an_archive(criu: Path, dump_holder: Callable[..., Holder], tmp_path: Path, kind: str) -> None:
+    """``imgtool restore ARCHIVE``: criu reads every pages file, so the archive is unpacked whole for it (other
+    commands read the pages in place or not at all); the restored memory is the dumped memory."""
+    import tarfile
+
+    import zstandard
+
+    holder = dump_holder()
+    archive = tmp_path / f"checkpoint.{kind}"
+    with open(archive, "wb") as raw:
+        out = zstandard.ZstdCompressor().stream_writer(raw, closefd=False) if kind == "tar.zst" else raw
+        with tarfile.open(fileobj=out, mode="w|") as tar:
+            tar.add(holder.images, arcname="checkpoint")
+        if out is not raw:
+            out.close()
+    pidfile = tmp_path / "restored.pid"
+    realcriu.become_subreaper()
+    status = cli.main(["restore", str(archive), "--criu", str(criu), "--", "--restore-detached",
+                       "--pidfile", str(pidfile), "--work-dir", str(tmp_path)])
+    restored = realcriu.adopt(holder.images, int(pidfile.read_text())) if pidfile.exists() else None
+    try:
+        assert status == 0, f"imgtool restore exited {status}"
+        assert restored is not None and restored.pid == holder.pid and restored.alive()
+        assert_memory_intact(holder)(holder.pid)
+    finally:
+        if restored is not None:
+            restored.kill()
+
+
 # -- 2-5: the files it uses --------------------------------------------------------------------------------------------
 
 def test_open_file_deleted(criu: Path, dump_holder: Callable[..., Holder],

@@ -197,8 +197,11 @@ class Extracted:
         return f"<Extracted {state}>"
 
 
-def extract(path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS) -> Extracted:
-    """Unpack a checkpoint archive into a new ``imgtool-*`` temporary directory; see the module doc."""
+def extract(path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS,
+            select: Callable[[tuple[str, ...], tarfile.TarInfo], str] | None = None) -> Extracted:
+    """Unpack a checkpoint archive into a new ``imgtool-*`` temporary directory; see the module doc.
+
+    ``select`` (e.g. ``for_restore``) says what to do with each regular member; by default all are written."""
     archive = os.fspath(path)
     kind = detect(archive)
     if kind is None:
@@ -208,7 +211,7 @@ def extract(path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS) ->
     root = Path(tempfile.mkdtemp(prefix="imgtool-"))
     try:
         with _tar_stream(archive, kind, limits) as tar:
-            _Unpacker(root, archive, limits).run(tar)
+            _Unpacker(root, archive, limits, select).run(tar)
         images = _images_dir(root, archive)
         metadata = _metadata(root, limits)
         stats = root / "stats-dump"
@@ -677,6 +680,12 @@ def need(parts: tuple[str, ...], m: tarfile.TarInfo) -> str:
     if name.endswith(".img") or name in ENGINE_FILES or name == "stats-dump" or m.size <= SMALL_OTHER_BYTES:
         return WRITE
     return SKIP
+
+
+def for_restore(parts: tuple[str, ...], m: tarfile.TarInfo) -> str:
+    """What ``criu restore`` reads: every image, pages and GPU pages included; big engine artifacts are skipped."""
+    how = need(parts, m)
+    return WRITE if how == LATER or _GPU_PAGES.fullmatch(parts[-1]) else how
 
 
 Identity = tuple[int, int, int, int]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -126,6 +127,19 @@ class Dump:
 
     def __repr__(self) -> str:
         return f"<Dump {self.path}>"
+
+    @contextmanager
+    def on_disk(self) -> Iterator[Path]:
+        """The image directory with every file CRIU reads really in it, for ``criu restore``: this dump's own
+        directory, or for an archive a new unpack of its images whole (the other commands leave pages files in
+        the archive, or holes in their place, until they read them)."""
+        if self._cleanup is None:
+            yield self.path
+            return
+        from imgtool.model import archive  # only archives need it
+
+        with archive.extract(self.source, select=archive.for_restore) as whole:
+            yield whole.root / self.path.relative_to(self.root)
 
     @property
     def memory_store(self) -> DumpMemory:

@@ -131,7 +131,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
                 return 1
         if ctx.criu is None:
             raise ImgtoolError("no criu binary: install CRIU >= 4.1 or pass --criu PATH")
-        return run_criu_restore(ctx.criu, dump.path, ctx.criu_options)
+        with dump.on_disk() as images:   # an archive is unpacked whole: criu reads every pages file
+            return run_criu_restore(ctx.criu, images, ctx.criu_options)
 
 
 def run_criu_restore(criu: Path, images: Path, options: list[str]) -> int:
