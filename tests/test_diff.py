@@ -320,3 +320,23 @@ def test_a_facet_is_one_registered_function(capsys: pytest.CaptureFixture[str]) 
             assert f.name in help_text and f.help.split(",")[0] in " ".join(help_text.split())
     finally:
         del registry._REGISTRY["comm-length"]
+
+
+def test_image_files_compare_without_reading_them_whole(tmp_path: Path) -> None:
+    """Ghost files, tmpfs tarballs and GPU pages can be GiBs: compared by size, then a chunk at a time."""
+    from imgtool.analysis.diff.values import same_bytes
+
+    data = bytes(range(256)) * 4096
+    one, same, other, short = (tmp_path / n for n in ("one", "same", "other", "short"))
+    one.write_bytes(data)
+    same.write_bytes(data)
+    other.write_bytes(data[:-1] + b"\x00")
+    short.write_bytes(data[:-1])
+    assert same_bytes(one, same, chunk=4096)
+    assert not same_bytes(one, other, chunk=4096) and not same_bytes(one, short)
+
+
+def test_hex_named_ghost_files_are_the_fds_facets() -> None:
+    from imgtool.analysis.diff.registry import claimed
+
+    assert claimed("ghost-file-a.img").name == claimed("ghost-file-10.img").name == "fds"

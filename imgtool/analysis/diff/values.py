@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from imgtool.analysis.changes import Change
@@ -60,6 +61,18 @@ def image_names(dump: Dump) -> set[str]:
     return {p.name for p in dump.path.iterdir() if p.is_file() and p.name != "parent"}
 
 
+def same_bytes(a: Path, b: Path, chunk: int = 1 << 20) -> bool:
+    """Whether two files hold the same bytes: sizes first, then a chunk at a time (ghost files, tmpfs tarballs and
+    GPU pages can be big: never read whole)."""
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while block := fa.read(chunk):
+            if block != fb.read(chunk):
+                return False
+    return True
+
+
 def diff_image_files(facet: str, names: list[str], a: Dump, b: Dump) -> Iterator[Change]:
     """Image files ``names`` (sorted) of either dump: added, removed, or compared entry by entry (raw: as bytes)."""
     names_a, names_b = image_names(a), image_names(b)
@@ -68,7 +81,7 @@ def diff_image_files(facet: str, names: list[str], a: Dump, b: Dump) -> Iterator
             yield Change(facet, (f"image {name}",), "removed")
         elif name not in names_a:
             yield Change(facet, (f"image {name}",), "added")
-        elif name.endswith(".img") and (a.path / name).read_bytes() != (b.path / name).read_bytes():
+        elif name.endswith(".img") and not same_bytes(a.path / name, b.path / name):
             try:
                 yield from diff_image(facet, name.removesuffix(".img"), a, b)
             except RawImageError:

@@ -14,7 +14,7 @@ _RENUMBERED = ("ino", "peer", "pipe_id", "inode_id", "remap_id")
 
 
 @facet("fds", order=70, help="open files: what each fd refers to, flags, position, queued data",
-       images=r"fdinfo-\d+|files|pipes-data|fifo-data|sk-queues|tcp-stream-[0-9a-f]+|ghost-file-\d+|remap-fpath"
+       images=r"fdinfo-\d+|files|pipes-data|fifo-data|sk-queues|tcp-stream-[0-9a-f]+|ghost-file-[0-9a-f]+|remap-fpath"
               r"|memfd")
 def fds(pair: TaskPair) -> Iterator[Change]:
     old, new = {fd.fd: fd for fd in pair.a.fds}, {fd.fd: fd for fd in pair.b.fds}
