@@ -10,6 +10,7 @@ Debian package (gdb, gdb-multiarch).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -438,4 +439,26 @@ def test_fragmented_memory_equals_mem_dump_and_progress_counts_it(tmp_path: Path
         with (tmp_path / "mem").open("wb") as out:
             extract(task.memory, BASE, BASE + (64 << 20), out)
         assert sum(seen) == task.memory.dumped_bytes()
+    assert Core(tmp_path / "core").read(BASE, 64 << 20) == (tmp_path / "mem").read_bytes()
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False])
+def test_long_and_short_extents_equal_mem_dump(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               kernel_copy: bool) -> None:
+    """Long extents go through copy_file_range (or, where the kernel refuses it, pread and pwrite), short ones
+    through the staging buffer; the core holds what mem dump reads either way."""
+    if not kernel_copy:
+        def refuse(*args: object) -> int:
+            raise OSError(errno.EXDEV, "cross-device copy refused")
+        monkeypatch.setattr(os, "copy_file_range", refuse)
+    run = bytes(range(256)) * 4096                                         # 1 MiB: copied by the kernel
+    pages = {BASE + (2 << 20): run * 2, BASE + (5 << 20): run[:300 << 10],  # 2 MiB, 300 KiB
+             **{BASE + (8 << 20) + 0x3000 * i: bytes([i + 1]) * 4096 for i in range(50)},   # short, apart
+             BASE + (9 << 20): run[:4096]}
+    images = synth(tmp_path, pages=pages)
+    with imgtool.open(images) as dump:
+        task = dump.task(PID)
+        export_task(task, tmp_path / "core")
+        with (tmp_path / "mem").open("wb") as out:
+            extract(task.memory, BASE, BASE + (64 << 20), out)
     assert Core(tmp_path / "core").read(BASE, 64 << 20) == (tmp_path / "mem").read_bytes()

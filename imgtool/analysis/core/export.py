@@ -1,11 +1,12 @@
 """A task of a dump → an ELF core file, as the Linux kernel and gdb's gcore write them.
 
-One PT_NOTE, then one PT_LOAD per VMA.  Memory is streamed with ``imgtool.memory.stream.chunks`` (the pread
-path of ``mem dump``) and written with pwrite at the segment's offset: pages never dumped stay holes (sparse
-output), nothing of a task's memory is held.  File-backed pages that were not dumped are the file's: without
-``files_from`` they are left out (``p_filesz`` 0, as the kernel does for clean file text; gdb reads them from
-the files NT_FILE names), with it they are copied from the file found under that root.  A file-backed VMA that
-is partly dumped is cut into one PT_LOAD per dumped and per undumped stretch.
+One PT_NOTE, then one PT_LOAD per VMA.  Memory is copied extent by extent, in the address order of the task's
+extents (``AddressSpace.around``, as the streaming read walks them): long extents with copy_file_range, short ones
+gathered in a staging buffer and written with pwrite, each at its offset in the segment: pages never dumped stay
+holes (sparse output), nothing of a task's memory is held.  File-backed pages that were not dumped are the
+file's: without ``files_from`` they are left out (``p_filesz`` 0, as the kernel does for clean file text; gdb
+reads them from the files NT_FILE names), with it they are copied from the file found under that root.  A
+file-backed VMA that is partly dumped is cut into one PT_LOAD per dumped and per undumped stretch.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ from imgtool.analysis.core import notes
 from imgtool.analysis.core.elf import EM_AARCH64, EM_X86_64, Segment, headers, layout, prot_flags
 from imgtool.errors import CoreError, ImgtoolError
 from imgtool.format.flags import VMA_AREA_VSYSCALL, VMA_AREA_VVAR, VMA_FILE_PRIVATE, VMA_FILE_SHARED
+from imgtool.memory.pages import PagesFile
 from imgtool.memory.space import AddressSpace, cmdline_of
-from imgtool.memory.stream import chunks
+from imgtool.memory.stream import WINDOW
 from imgtool.memory.vma import Vma
 from imgtool.model.dump import Dump, Task
 
 COPY_CHUNK = 1 << 20
+DIRECT = 256 << 10     # extents this long are copied with copy_file_range, shorter ones through the staging buffer
 Progress = Callable[[int], None]     # called with the bytes just written
 
 
@@ -206,22 +209,9 @@ class _Writer:
     GAP = 64 << 10
 
     def __init__(self, fd: int, size: int = COPY_CHUNK) -> None:
+        assert size >= DIRECT, "read_from stages extents shorter than DIRECT whole"
         self.fd, self.buffer = fd, bytearray(size)
         self.at, self.length = 0, 0         # the file offset of the staged bytes, their count
-
-    def write(self, data: memoryview, at: int) -> None:
-        end = self.at + self.length
-        if self.length and not (end <= at <= end + self.GAP and at + len(data) - self.at <= len(self.buffer)):
-            self.flush()
-        if not self.length:
-            if len(data) >= len(self.buffer):
-                _pwrite_all(self.fd, data, at)
-                return
-            self.at = at
-        offset = at - self.at
-        self.buffer[self.length:offset] = bytes(offset - self.length)
-        self.buffer[offset:offset + len(data)] = data
-        self.length = offset + len(data)
 
     def flush(self) -> None:
         if self.length:
@@ -230,12 +220,54 @@ class _Writer:
             self.length = 0
 
 
+    def read_from(self, pages: PagesFile, offset: int, length: int, at: int) -> None:
+        """Stage ``length`` (at most the buffer's size) bytes of ``pages`` from ``offset``, to go out at ``at``."""
+        end = self.at + self.length
+        if self.length and not (end <= at <= end + self.GAP and at + length - self.at <= len(self.buffer)):
+            self.flush()
+        if not self.length:
+            self.at = at
+        here = at - self.at
+        self.buffer[self.length:here] = bytes(here - self.length)
+        with memoryview(self.buffer) as view:
+            pages.read_into(view[here:here + length], offset)
+        self.length = here + length
+
+
+def _copy_range(pages: PagesFile, offset: int, length: int, fd: int, at: int) -> None:
+    """``length`` bytes of ``pages`` from ``offset`` to ``fd`` at ``at``: copy_file_range, a copy inside the kernel
+    (as cp makes), else pread and pwrite."""
+    src, where, done = pages.fd(), pages.base + offset, 0
+    with contextlib.suppress(OSError):    # EXDEV, EINVAL, ENOSYS...: copied by hand below
+        while done < length:
+            n = os.copy_file_range(src, fd, length - done, where + done, at + done)
+            if n <= 0:
+                break
+            done += n
+    while done < length:
+        data = os.pread(src, min(COPY_CHUNK, length - done), where + done)
+        if not data:
+            raise CoreError(f"{pages.path}: ends before the {length} bytes its pagemap places at {offset:#x}")
+        _pwrite_all(fd, memoryview(data), at + done)
+        done += len(data)
+
+
+# 'core of a 1024 MiB task': a long extent goes from the pages file to the core inside the kernel; short ones
+# (a fragmented pagemap) are gathered in the staging buffer, a small gap apart, and written together.
 def _copy_dumped(space: AddressSpace, seg: Segment, out: _Writer, at: int, progress: Progress | None) -> None:
-    for chunk in chunks(space, seg.vaddr, seg.vaddr + seg.filesz, COPY_CHUNK, walk="core"):
-        with memoryview(chunk.buffer) as view:
-            out.write(view[:chunk.size], at + chunk.vaddr - seg.vaddr)
-        if progress is not None:
-            progress(chunk.size)
+    pos, end = seg.vaddr, seg.vaddr + seg.filesz
+    while pos < end:
+        hi = min(pos + WINDOW, end)
+        for lo, stop, pages, offset in space.around(pos, hi, "core").slices(pos, hi):
+            length, dest = stop - lo, at + lo - seg.vaddr
+            if length >= DIRECT:
+                out.flush()
+                _copy_range(pages, offset, length, out.fd, dest)
+            else:
+                out.read_from(pages, offset, length, dest)
+            if progress is not None:
+                progress(length)
+        pos = hi
     out.flush()
 
 
