@@ -25,7 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "bench"))
+
 from imgtool.testing.synth import generate  # noqa: E402
+
+from measure import child_env  # noqa: E402
 
 NEEDLE = b"BENCH-SCAN-NEEDLE-5e1f"
 GOAL = 0.7
@@ -57,7 +61,7 @@ def timed(argv: list[str], runs: int) -> tuple[float, str]:
     best, out = float("inf"), ""
     for _ in range(runs):
         started = time.perf_counter()
-        done = subprocess.run(argv, capture_output=True, text=True)
+        done = subprocess.run(argv, capture_output=True, text=True, env=child_env())
         took = time.perf_counter() - started
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(argv)} exited {done.returncode}:\n{done.stderr[-2000:]}")

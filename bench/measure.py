@@ -39,14 +39,14 @@ def run(code: str, argv: list[str] | None = None, python: str = sys.executable) 
     """Execute ``code`` in a new Python process (imports included in the time); imgtool is importable."""
     child = _CHILD.format(code=code, argv=argv or ["bench"])
     proc = subprocess.run([python, "-c", child], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          check=False, env=_env())
+                          check=False, env=child_env())
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr else "benchmark step failed")
     report = json.loads(proc.stderr.strip().splitlines()[-1])
     return Result(report["seconds"], report["rss_kib"] / 1024)
 
 
-def _env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     """imgtool importable from the work tree, its bytecode cached as an installed package's is (outside the
     tree, even where PYTHONDONTWRITEBYTECODE is set): otherwise every step would compile imgtool anew."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}

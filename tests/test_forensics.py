@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -301,6 +302,27 @@ def test_scan_jobs_and_dask_agree(fleet: list[str]) -> None:
         on_dask = list(scan(fleet, query, dask=cl.scheduler_address))
     assert _found(on_dask) == _found(one)
     assert [r.path for r in on_dask if r.error is not None] == [fleet[-1]]
+
+
+def test_scan_pool_beside_another_thread(fleet: list[str]) -> None:
+    """With another thread running (a progress bar's) the pool's workers come from a fork server, not a fork of
+    this process; the hits are the same."""
+    import threading
+
+    from imgtool.analysis.forensics import scan as scan_module
+
+    query = Query.make("string", SECRET.decode())
+    assert threading.active_count() > 1 or scan_module._pool_context(multiprocessing).get_start_method() == "fork"
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert scan_module._pool_context(multiprocessing).get_start_method() == "forkserver"
+        beside = list(scan(fleet, query, jobs=2))
+    finally:
+        stop.set()
+        other.join()
+    assert _found(beside) == _found(scan(fleet, query, jobs=1))
 
 
 def test_scan_cli_json_lines_and_exit_codes(fleet: list[str], capsys) -> None:

@@ -16,6 +16,7 @@ import glob
 import hashlib
 import io
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -171,8 +172,7 @@ def _in_pool(paths: Sequence[str], query: Query, jobs: int) -> Iterator[Checkpoi
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    # forkserver: the workers do not inherit our threads (a progress bar's) or open files
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("forkserver")) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=_pool_context(multiprocessing)) as pool:
         futures = {pool.submit(scan_checkpoint, os.path.abspath(p), query, p): p for p in paths}
         try:
             for future in as_completed(futures):
@@ -180,6 +180,12 @@ def _in_pool(paths: Sequence[str], query: Query, jobs: int) -> Iterator[Checkpoi
         finally:
             for future in futures:
                 future.cancel()
+
+
+def _pool_context(multiprocessing: Any) -> Any:
+    """fork while this process runs one thread: the workers start with imgtool imported ('imgtool scan' bench,
+    --jobs 2); with more threads (a progress bar's) forkserver, as a fork could copy a lock another thread holds."""
+    return multiprocessing.get_context("fork" if threading.active_count() == 1 else "forkserver")
 
 
 def _outcome(future: Any, path: str) -> CheckpointResult:
