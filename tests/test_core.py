@@ -175,6 +175,7 @@ def test_gdb_reads_every_thread_frame_and_variable(dumped: Dumped, tmp_path: Pat
                "thread apply all bt", "-ex", "print g_message", "-ex", "print g_counter", "-ex", "print g_heap",
                "-ex", "print *g_heap@5", *per_thread, "-ex", "thread 1", "-ex", "frame function main_wait",
                "-ex", "print main_marker")
+    print(text)    # the transcript (pytest -s shows it)
     for tid in [dumped.pid, *dumped.tids.values()]:
         assert f"(LWP {tid})" in text, text
     for n in dumped.tids:
