@@ -284,6 +284,7 @@ class _Source:
         self.stream, self.archive, self.header_limit = stream, archive, header_limit
         self.pos = 0
         self.cap: int | None = None  # stream position header parsing may not pass
+        self.capped = False          # a read of this header was cut short at the cap
 
     def seekable(self) -> bool:
         return self.stream.seekable()
@@ -299,22 +300,31 @@ class _Source:
     def read(self, n: int = -1) -> bytes:
         if self.cap is not None:
             if self.pos >= self.cap:
-                raise ArchiveLimitError(f"tar header data at offset {self.pos:#x} goes past max_header_bytes "
-                                        f"({human_size(self.header_limit)})", path=self.archive)
-            n = self.cap - self.pos if n < 0 else min(n, self.cap - self.pos)
+                raise self.over_cap()
+            left = self.cap - self.pos
+            self.capped = self.capped or n < 0 or n > left
+            n = left if n < 0 else min(n, left)
         data = self.stream.read(n)
         self.pos += len(data)
         return data
+
+    def over_cap(self) -> ArchiveLimitError:
+        return ArchiveLimitError(f"tar header data at offset {self.pos:#x} goes past max_header_bytes "
+                                 f"({human_size(self.header_limit)})", path=self.archive)
 
     @contextlib.contextmanager
     def header(self) -> Iterator[None]:
         outer = self.cap
         if outer is None:
             self.cap = self.pos + self.header_limit
+            self.capped = False
         try:
             yield
         finally:
             self.cap = outer
+
+
+_SILENT_ENDS = (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError)   # tarfile would stop there, no error
 
 
 def _strict_info(source: _Source) -> type[tarfile.TarInfo]:
@@ -330,13 +340,13 @@ def _strict_info(source: _Source) -> type[tarfile.TarInfo]:
             with source.header():
                 try:
                     return super().fromtarfile(tar)
-                except (tarfile.EmptyHeaderError, tarfile.TruncatedHeaderError):
-                    if tar.offset == 0:
+                except tarfile.HeaderError as exc:
+                    if source.capped:    # its data was cut at the cap (Python < 3.11.4 reports a bad header)
+                        raise source.over_cap() from None
+                    if tar.offset == 0 or not isinstance(exc, (*_SILENT_ENDS, tarfile.InvalidHeaderError)):
                         raise
-                    raise tarfile.ReadError("ends without an end-of-archive block (truncated?)") from None
-                except tarfile.InvalidHeaderError as exc:
-                    if tar.offset == 0:
-                        raise
+                    if isinstance(exc, _SILENT_ENDS):
+                        raise tarfile.ReadError("ends without an end-of-archive block (truncated?)") from None
                     raise tarfile.ReadError(f"invalid tar header at offset {tar.offset:#x}: {exc}") from None
 
     return _Info
