@@ -24,7 +24,7 @@ from imgtool.format import pagemap
 from imgtool.format.flags import PE_PARENT, PE_PRESENT
 from imgtool.memory.coalesce import Runs, entry_runs, kind_stretches, read_head
 from imgtool.memory.extents import Cursor, ExtentIndex, Window
-from imgtool.memory.pages import PagesFile
+from imgtool.memory.pages import Backing, PagesFile
 
 
 class ImageSource(Protocol):
@@ -42,6 +42,11 @@ class ImageSource(Protocol):
         ...
 
     def entries(self, name: str) -> list[Message]: ...
+
+    def pages_backing(self, path: Path, window: tuple[int, int] | None) -> Backing | None:
+        """Where the bytes of the pages file at ``path`` really are (a member of an archive), or None: in it.
+        ``window``: the addresses the reader needs (None: any)."""
+        ...
 
 
 
@@ -61,7 +66,9 @@ class DumpMemory:
             path = self.path / f"pages-{pages_id}.img"
             if not path.is_file():
                 raise MissingImageError(f"{self.path}: pages-{pages_id}.img is missing (named by a pagemap)")
-            self._pages[pages_id] = PagesFile(path, self.window)    # a window: argv may be all it needs
+            dump = self._dump()
+            backing = dump.pages_backing(path, self.window) if dump is not None else None   # argv: the window
+            self._pages[pages_id] = PagesFile(path, backing)
         return self._pages[pages_id]
 
     @property

@@ -1,10 +1,8 @@
 """Pages files: the dumped page contents, mapped read-only and read with pread.
 
 A pages file may live inside a bigger file (a member of an uncompressed tar, read in place) or be produced
-on first use (a member of a compressed archive, unpacked when memory is first read): ``back(path, resolve)``
-registers, for the placeholder at ``path``, a callable that returns ``(file, offset, size)``, where the
-bytes really are.  ``PagesFile(path, window)`` calls it once, on opening, with the address window its
-store reads (None: any); ``unback`` drops it.
+on first use (a member of a compressed archive, unpacked when memory is first read).  Its dump says where the
+bytes really are (``ImageSource.pages_backing``: ``(file, offset, size)``), and ``PagesFile`` reads them there.
 """
 
 from __future__ import annotations
@@ -12,31 +10,18 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
-Backing = tuple[str, int, int]      # file, offset of the pages in it, size
-Resolver = Callable[[tuple[int, int] | None], Backing]
-_BACKINGS: dict[str, Resolver] = {}
-
-
-def back(path: str | os.PathLike[str], resolve: Resolver) -> None:
-    """Read the pages file at ``path`` from where ``resolve()`` says (see the module doc)."""
-    _BACKINGS[os.path.realpath(path)] = resolve
-
-
-def unback(path: str | os.PathLike[str]) -> None:
-    _BACKINGS.pop(os.path.realpath(path), None)
+Backing = tuple[str, int, int]      # file, offset of the pages in it, size (-1: to its end)
 
 
 class PagesFile:
     """One ``pages-<id>.img``, mapped read-only (an empty file is ``b""``)."""
 
-    def __init__(self, path: Path, window: tuple[int, int] | None = None) -> None:
+    def __init__(self, path: Path, backing: Backing | None = None) -> None:
         self.path = path
-        resolve = _BACKINGS.get(os.path.realpath(path)) if _BACKINGS else None
-        self._file, self.base, size = resolve(window) if resolve is not None else (os.fspath(path), 0, -1)
+        self._file, self.base, size = backing if backing is not None else (os.fspath(path), 0, -1)
         with open(self._file, "rb") as f:
             if size < 0:
                 size = f.seek(0, 2)
@@ -95,4 +80,4 @@ class PagesFile:
                 self.data.close()
 
 
-__all__ = ["Backing", "PagesFile", "Resolver", "back", "unback"]
+__all__ = ["Backing", "PagesFile"]

@@ -16,12 +16,12 @@ other artifacts (``rootfs-diff.tar``, ...).
   artifacts and GPU pages are skipped: an empty file of their size (a hole) stands in for them, so that
   sizes are right, but their bytes are not there (``Archive.skipped`` names them); nothing is written
   for them however big they claim to be;
-- each ``pages-N.img`` becomes an empty placeholder of its size (a hole: no disk space) registered with
-  ``memory.pages.back``.  A plain tar's pages files are then read in place, at their offset in the tar
-  (mmap and pread of the tar file itself; a sparse member is unpacked instead).  A compressed archive's
-  are unpacked by one more streaming pass when a pages file is first opened (``Archive.unpack_later``:
-  once, every pages file a pagemap names, each only up to what its pagemaps say it holds, after a check
-  of the free space);
+- each ``pages-N.img`` becomes an empty placeholder of its size (a hole: no disk space);
+  ``Archive.pages_backing`` says where its bytes are.  A plain tar's pages files are then read in place, at
+  their offset in the tar (mmap and pread of the tar file itself; a sparse member is unpacked instead).  A
+  compressed archive's are unpacked by one more streaming pass when a pages file is first opened
+  (``Archive.unpack_later``: once, every pages file a pagemap names, each only up to what its pagemaps say it
+  holds, after a check of the free space);
 - a process's argv, which ``ps`` and ``summary`` show, is at the top of its stack: the last pages of its
   pages file.  Pass 1 of a compressed archive keeps the last ``TAIL_BYTES`` of each pages file in memory,
   then writes into the placeholders just the argv bytes the pagemaps place there; a store reading only
@@ -174,9 +174,9 @@ class Extracted:
     """
 
     def __init__(self, root: Path, images: Path, metadata: dict[str, Any], stats_dump: Path | None,
-                 *, backed: tuple[Path, ...] = (), remove: bool = True) -> None:
+                 *, remove: bool = True) -> None:
         self.root, self.images, self.metadata, self.stats_dump = root, images, metadata, stats_dump
-        self._cleanup = weakref.finalize(self, _release, backed, str(root) if remove else None)
+        self._cleanup = weakref.finalize(self, _release, str(root) if remove else None)
 
     @property
     def closed(self) -> bool:
@@ -221,9 +221,7 @@ def extract(path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS,
         raise
 
 
-def _release(backed: tuple[Path, ...], root: str | None) -> None:
-    for path in backed:
-        pages.unback(path)
+def _release(root: str | None) -> None:
     if root is not None:
         remove_tree(root)
 
@@ -710,15 +708,14 @@ class Archive(Extracted):
     """A checkpoint archive opened for reading (``open_archive``).
 
     The small members are unpacked into ``root``; each pages file is an empty placeholder of its size (a
-    hole), registered with ``memory.pages.back``: a plain tar's pages files are read in place, a compressed
+    hole); ``pages_backing`` says where its bytes are: a plain tar's pages files are read in place, a compressed
     archive's are all unpacked by one more streaming pass the first time one of them is opened.
     """
 
     def __init__(self, root: Path, images: Path, metadata: dict[str, Any], stats_dump: Path | None, *,
                  archive: str, kind: str, identity: Identity, limits: Limits, later: dict[tuple[str, ...], Pending],
                  written: int, covered: Covered | None = None, done: Path | None = None) -> None:
-        backed = tuple(root.joinpath(*parts) for parts in later)
-        super().__init__(root, images, metadata, stats_dump, backed=backed, remove=done is None)
+        super().__init__(root, images, metadata, stats_dump, remove=done is None)
         self.archive, self.kind, self.identity, self.limits = archive, kind, identity, limits
         self.later = later
         self.covered = covered or {}  # argv windows the placeholders hold already (a compressed archive's pass 1)
@@ -727,8 +724,13 @@ class Archive(Extracted):
         self._done = done             # a cache's marker: the pages files are unpacked
         self._lock = threading.Lock()
         self._unpacked = done is not None and done.exists()
-        for parts, path in zip(later, backed, strict=True):
-            pages.back(path, _resolver(weakref.ref(self), parts))
+        self._placeholders = {os.path.realpath(root.joinpath(*parts)): parts for parts in later}
+
+    def pages_backing(self, path: str | os.PathLike[str], window: tuple[int, int] | None) -> pages.Backing | None:
+        """Where the bytes of the pages file whose placeholder is at ``path`` are (``ImageSource.pages_backing``);
+        None for a file that is no placeholder of ours."""
+        parts = self._placeholders.get(os.path.realpath(path))
+        return None if parts is None else self._backing(parts, window)
 
     def _backing(self, parts: tuple[str, ...], window: tuple[int, int] | None) -> pages.Backing:
         member = self.later[parts]
@@ -863,17 +865,6 @@ def _argv_ranges(folder: Path) -> Iterator[tuple[str, tuple[int, int], list[tupl
                 yield f"pages-{head.message.pages_id}.img", (lo, hi), ranges
         except (ImgtoolError, OSError, StopIteration):
             continue
-
-
-def _resolver(ref: weakref.ref[Archive], parts: tuple[str, ...]) -> pages.Resolver:
-    """``Archive._backing`` for one pages file, through a weak reference: the registry does not keep the
-    archive alive (forgotten, it is removed by its finalizer as before)."""
-    def resolve(window: tuple[int, int] | None) -> pages.Backing:
-        archive = ref()
-        if archive is None:
-            raise ArchiveError("archive closed", path="/".join(parts))
-        return archive._backing(parts, window)
-    return resolve
 
 
 def pagemap_pages(folder: Path) -> dict[int, int] | None:

@@ -20,6 +20,7 @@ import os
 import shlex
 from dataclasses import dataclass, field, make_dataclass
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -311,17 +312,13 @@ def _networks(folder: Path) -> dict[str, dict[str, Any]]:
     return {str(k): v for k, v in sorted((settings.get("Networks") or {}).items()) if isinstance(v, dict)}
 
 
-_VIEWS: dict[type, type] = {}
-
-
+@cache
 def _view_class(base: type) -> type:
     """``base`` (container.py's Container) with Docker's own fields, made once per base class."""
-    if base not in _VIEWS:
-        _VIEWS[base] = make_dataclass("DockerContainer", [
-            ("network_mode", "str | None", field(default=None)),      # hostconfig NetworkMode
-            ("checkpoint", "str | None", field(default=None)),        # the checkpoint's name
-            ("container_dir", "str | None", field(default=None)),     # <data-root>/containers/<id>
-            ("mounts", "list[dict[str, Any]]", field(default_factory=list)),   # MountPoints
-            ("restore_command", "str | None", field(default=None)),   # how Docker restores it
-        ], bases=(base,), slots=True)
-    return _VIEWS[base]
+    return make_dataclass("DockerContainer", [
+        ("network_mode", "str | None", field(default=None)),      # hostconfig NetworkMode
+        ("checkpoint", "str | None", field(default=None)),        # the checkpoint's name
+        ("container_dir", "str | None", field(default=None)),     # <data-root>/containers/<id>
+        ("mounts", "list[dict[str, Any]]", field(default_factory=list)),   # MountPoints
+        ("restore_command", "str | None", field(default=None)),   # how Docker restores it
+    ], bases=(base,), slots=True)

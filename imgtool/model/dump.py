@@ -27,6 +27,7 @@ from imgtool.format.image import Image
 
 if TYPE_CHECKING:
     from imgtool.memory.chain import DumpMemory
+    from imgtool.memory.pages import Backing
     from imgtool.memory.space import AddressSpace
     from imgtool.model.files import Fd, FileTable
 
@@ -74,13 +75,14 @@ class Dump:
     """One checkpoint.  Use as a context manager, or call close()."""
 
     def __init__(self, images: Path, *, root: Path | None = None, parent_of: Dump | None = None,
-                 metadata: dict[str, Any] | None = None, cleanup: Any = None) -> None:
+                 metadata: dict[str, Any] | None = None, cleanup: Any = None, archive: Any = None) -> None:
         self.path = images                 # the CRIU image directory
         self.root = root or images         # archive contents root, docker checkpoint dir...
         self.source = self.root            # what the user named (set by open())
         self.metadata = metadata or {}     # container engine files (config.dump, spec.dump...)
         self._child = parent_of
         self._cleanup = cleanup
+        self._archive = archive            # the model.archive.Archive its files come from (its parents' too)
         self._images: dict[str, Image | None] = {}
         self._entries: dict[str, list[Message]] = {}
         self._memory_store: DumpMemory | None = None
@@ -101,7 +103,8 @@ class Dump:
 
             # small members unpacked, pages files read in place (plain tar) or unpacked on first use
             extracted = archive.open_archive(path)
-            dump = cls(extracted.images, root=extracted.root, metadata=extracted.metadata, cleanup=extracted)
+            dump = cls(extracted.images, root=extracted.root, metadata=extracted.metadata, cleanup=extracted,
+                       archive=extracted)
         dump.source = path
         return dump
 
@@ -128,18 +131,22 @@ class Dump:
     def __repr__(self) -> str:
         return f"<Dump {self.path}>"
 
+    def pages_backing(self, path: Path, window: tuple[int, int] | None) -> Backing | None:
+        """Where the bytes of the pages file at ``path`` are: in an archive's file, or (None) in that file."""
+        return self._archive.pages_backing(path, window) if self._archive is not None else None
+
     @contextmanager
     def on_disk(self) -> Iterator[Path]:
         """The image directory with every file CRIU reads really in it, for ``criu restore``: this dump's own
         directory, or for an archive a new unpack of its images whole (the other commands leave pages files in
         the archive, or holes in their place, until they read them)."""
-        if self._cleanup is None:
+        if self._archive is None:
             yield self.path
             return
         from imgtool.model import archive  # only archives need it
 
-        with archive.extract(self.source, select=archive.for_restore) as whole:
-            yield whole.root / self.path.relative_to(self.root)
+        with archive.extract(self._archive.archive, select=archive.for_restore) as whole:
+            yield whole.root / self.path.relative_to(self._archive.root)
 
     @property
     def memory_store(self) -> DumpMemory:
@@ -205,7 +212,7 @@ class Dump:
             if dump.path.resolve() == target:
                 raise ParentLinkError(f"{self.path / PARENT_LINK}: the parent link loops back to {target}")
             dump = dump._child
-        return Dump(target, parent_of=self)
+        return Dump(target, parent_of=self, archive=self._archive)
 
     def chain(self) -> Iterator[Dump]:
         """This dump, then its parent, grandparent... (stops on a loop)."""
