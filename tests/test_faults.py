@@ -253,9 +253,14 @@ def test_clean(criu: Path, dump_holder: Callable[..., Holder], capsys: pytest.Ca
     assert done.pid == holder.pid
 
     # end to end: imgtool restore checks, then runs criu restore with the options passed through
+    restore_with_imgtool(criu, holder, holder.images, tmp_path)
+
+
+def restore_with_imgtool(criu: Path, holder: Holder, source: Path, tmp_path: Path) -> None:
+    """``imgtool restore SOURCE`` (the images, or an archive of them) brings the holder back with its memory."""
     pidfile = tmp_path / "imgtool-restore.pid"
     realcriu.become_subreaper()
-    status = cli.main(["restore", str(holder.images), "--criu", str(criu), "--", "--restore-detached",
+    status = cli.main(["restore", str(source), "--criu", str(criu), "--", "--restore-detached",
                        "--pidfile", str(pidfile), "--work-dir", str(tmp_path)])
     restored = realcriu.adopt(holder.images, int(pidfile.read_text())) if pidfile.exists() else None
     try:
@@ -284,18 +289,7 @@ def test_restore_from_an_archive(criu: Path, dump_holder: Callable[..., Holder],
             tar.add(holder.images, arcname="checkpoint")
         if out is not raw:
             out.close()
-    pidfile = tmp_path / "restored.pid"
-    realcriu.become_subreaper()
-    status = cli.main(["restore", str(archive), "--criu", str(criu), "--", "--restore-detached",
-                       "--pidfile", str(pidfile), "--work-dir", str(tmp_path)])
-    restored = realcriu.adopt(holder.images, int(pidfile.read_text())) if pidfile.exists() else None
-    try:
-        assert status == 0, f"imgtool restore exited {status}"
-        assert restored is not None and restored.pid == holder.pid and restored.alive()
-        assert_memory_intact(holder)(holder.pid)
-    finally:
-        if restored is not None:
-            restored.kill()
+    restore_with_imgtool(criu, holder, archive, tmp_path)
 
 
 # -- 2-5: the files it uses --------------------------------------------------------------------------------------------
