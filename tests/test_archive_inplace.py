@@ -101,7 +101,7 @@ def test_same_answers_as_the_directory(real_dump: Path, sandbox: Sandbox, kind: 
         expected = _facts(d)
     with Dump.open(path) as d:
         assert _facts(d) == expected and expected[1] == 1
-        assert isinstance(d._cleanup, Archive)
+        assert isinstance(d._archive, Archive)
     assert list(sandbox.tmp.iterdir()) == []
 
 

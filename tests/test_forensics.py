@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 import subprocess
@@ -312,12 +311,12 @@ def test_scan_pool_beside_another_thread(fleet: list[str]) -> None:
     from imgtool.analysis.forensics import scan as scan_module
 
     query = Query.make("string", SECRET.decode())
-    assert threading.active_count() > 1 or scan_module._pool_context(multiprocessing).get_start_method() == "fork"
+    assert threading.active_count() > 1 or scan_module._pool_context().get_start_method() == "fork"
     stop = threading.Event()
     other = threading.Thread(target=stop.wait)
     other.start()
     try:
-        assert scan_module._pool_context(multiprocessing).get_start_method() == "forkserver"
+        assert scan_module._pool_context().get_start_method() == "forkserver"
         beside = list(scan(fleet, query, jobs=2))
     finally:
         stop.set()

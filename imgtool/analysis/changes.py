@@ -41,11 +41,22 @@ class Change:
         return {"facet": self.facet, "path": list(self.path), "kind": self.kind, "old": self.old, "new": self.new}
 
 
+def task_label(pid_a: int | None, pid_b: int | None) -> str:
+    """What the changes of a task start with: "task 12", or "task 12→40" when its pid changed."""
+    if pid_a is None or pid_b is None or pid_a == pid_b:
+        return f"task {pid_a if pid_a is not None else pid_b}"
+    return f"task {pid_a}→{pid_b}"
+
+
 @dataclass(frozen=True)
 class TaskMatch:
     a: int | None
     b: int | None
     how: str             # "pid", "key" (comm + cmdline + tree position), or "unmatched"
+
+    @property
+    def label(self) -> str:
+        return task_label(self.a, self.b)
 
     def to_json(self) -> dict[str, Any]:
         return {"a": self.a, "b": self.b, "how": self.how}

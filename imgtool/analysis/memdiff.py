@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from imgtool.analysis.changes import Change
+from imgtool.analysis.changes import Change, task_label
 from imgtool.memory.space import AddressSpace, address_space
 from imgtool.memory.vma import DEFAULT_PAGE_SIZE, Vma
 from imgtool.model.dump import Dump, Task
@@ -161,8 +161,7 @@ class MemoryComparer:
         side_b = side_of(b_dump, tb, pid if tb is None else tb.pid)
         if side_a is None or side_b is None:
             return
-        label = f"task {ta.pid if ta else pid}" if (ta and tb and ta.pid == tb.pid) or not (ta and tb) \
-            else f"task {ta.pid}→{tb.pid}"
+        label = task_label(ta.pid if ta else pid, tb.pid if tb else pid)
         buckets = self.compare(side_a, side_b)
         for (start, end), bucket in sorted(buckets.items(), key=_bucket_order):
             counts = {k: v for k, v in bucket.counts.items() if k != "equal"}

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from google.protobuf.message import Message
 
-from imgtool.errors import FormatError, MissingImageError
+from imgtool.errors import FormatError, ImgtoolError, MissingImageError
 from imgtool.format import pagemap
 from imgtool.format.flags import PE_PARENT, PE_PRESENT
 from imgtool.memory.coalesce import Runs, entry_runs, kind_stretches, read_head
@@ -67,8 +67,9 @@ class DumpMemory:
             if not path.is_file():
                 raise MissingImageError(f"{self.path}: pages-{pages_id}.img is missing (named by a pagemap)")
             dump = self._dump()
-            backing = dump.pages_backing(path, self.window) if dump is not None else None   # argv: the window
-            self._pages[pages_id] = PagesFile(path, backing)
+            if dump is None:   # an archive's placeholder would read as zeros: never guess
+                raise ImgtoolError(f"{self.path}: the dump of these pages files is gone")
+            self._pages[pages_id] = PagesFile(path, dump.pages_backing(path, self.window))   # argv: the window
         return self._pages[pages_id]
 
     @property

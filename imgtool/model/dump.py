@@ -75,14 +75,14 @@ class Dump:
     """One checkpoint.  Use as a context manager, or call close()."""
 
     def __init__(self, images: Path, *, root: Path | None = None, parent_of: Dump | None = None,
-                 metadata: dict[str, Any] | None = None, cleanup: Any = None, archive: Any = None) -> None:
+                 metadata: dict[str, Any] | None = None, archive: Any = None) -> None:
         self.path = images                 # the CRIU image directory
         self.root = root or images         # archive contents root, docker checkpoint dir...
         self.source = self.root            # what the user named (set by open())
         self.metadata = metadata or {}     # container engine files (config.dump, spec.dump...)
         self._child = parent_of
-        self._cleanup = cleanup
-        self._archive = archive            # the model.archive.Archive its files come from (its parents' too)
+        self._archive = archive    # the model.archive.Archive its files come from (its parents' too); the newest
+                                   # dump of the chain (the one opened) closes it
         self._images: dict[str, Image | None] = {}
         self._entries: dict[str, list[Message]] = {}
         self._memory_store: DumpMemory | None = None
@@ -103,8 +103,7 @@ class Dump:
 
             # small members unpacked, pages files read in place (plain tar) or unpacked on first use
             extracted = archive.open_archive(path)
-            dump = cls(extracted.images, root=extracted.root, metadata=extracted.metadata, cleanup=extracted,
-                       archive=extracted)
+            dump = cls(extracted.images, root=extracted.root, metadata=extracted.metadata, archive=extracted)
         dump.source = path
         return dump
 
@@ -116,11 +115,10 @@ class Dump:
             if image is not None:
                 image.close()
         self._images.clear()
-        if self._cleanup is not None:
-            self._cleanup.close()
-            self._cleanup = None
         if "parent" in self.__dict__ and self.parent is not None:
             self.parent.close()
+        if self._archive is not None and self._child is None:   # after the parents: their files are in it too
+            self._archive.close()
 
     def __enter__(self) -> Dump:
         return self

@@ -190,16 +190,30 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
         data, offset = data[n:], offset + n
 
 
+def _copy(src: int, offset: int, length: int, fd: int, at: int) -> int:
+    """Up to ``length`` bytes of ``src`` from ``offset`` to ``fd`` at ``at``, fewer at the end of ``src``; the count.
+
+    copy_file_range, a copy inside the kernel (as cp makes); pread and pwrite where the kernel refuses it."""
+    done = 0
+    with contextlib.suppress(OSError):    # EXDEV, EINVAL, ENOSYS...: copied by hand below
+        while done < length:
+            n = os.copy_file_range(src, fd, length - done, offset + done, at + done)
+            if n <= 0:
+                break
+            done += n
+    while done < length:
+        data = os.pread(src, min(COPY_CHUNK, length - done), offset + done)
+        if not data:
+            break
+        _pwrite_all(fd, memoryview(data), at + done)
+        done += len(data)
+    return done
+
+
 def _copy_file(source: Path, offset: int, length: int, fd: int, at: int) -> None:
     """``length`` bytes of ``source`` from ``offset`` to ``fd`` at ``at`` (up to the file's end)."""
     with open(source, "rb") as src:
-        done = 0
-        while done < length:
-            data = os.pread(src.fileno(), min(COPY_CHUNK, length - done), offset + done)
-            if not data:
-                return
-            _pwrite_all(fd, memoryview(data), at + done)
-            done += len(data)
+        _copy(src.fileno(), offset, length, fd, at)
 
 
 class _Writer:
@@ -219,7 +233,6 @@ class _Writer:
                 _pwrite_all(self.fd, view[:self.length], self.at)
             self.length = 0
 
-
     def read_from(self, pages: PagesFile, offset: int, length: int, at: int) -> None:
         """Stage ``length`` (at most the buffer's size) bytes of ``pages`` from ``offset``, to go out at ``at``."""
         end = self.at + self.length
@@ -234,22 +247,10 @@ class _Writer:
         self.length = here + length
 
 
-def _copy_range(pages: PagesFile, offset: int, length: int, fd: int, at: int) -> None:
-    """``length`` bytes of ``pages`` from ``offset`` to ``fd`` at ``at``: copy_file_range, a copy inside the kernel
-    (as cp makes), else pread and pwrite."""
-    src, where, done = pages.fd(), pages.base + offset, 0
-    with contextlib.suppress(OSError):    # EXDEV, EINVAL, ENOSYS...: copied by hand below
-        while done < length:
-            n = os.copy_file_range(src, fd, length - done, where + done, at + done)
-            if n <= 0:
-                break
-            done += n
-    while done < length:
-        data = os.pread(src, min(COPY_CHUNK, length - done), where + done)
-        if not data:
-            raise CoreError(f"{pages.path}: ends before the {length} bytes its pagemap places at {offset:#x}")
-        _pwrite_all(fd, memoryview(data), at + done)
-        done += len(data)
+def _copy_pages(pages: PagesFile, offset: int, length: int, fd: int, at: int) -> None:
+    """``length`` bytes of ``pages`` from ``offset`` to ``fd`` at ``at``; all of them, or a CoreError."""
+    if _copy(pages.fd(), pages.base + offset, length, fd, at) < length:
+        raise CoreError(f"{pages.path}: ends before the {length} bytes its pagemap places at {offset:#x}")
 
 
 # 'core of a 1024 MiB task': a long extent goes from the pages file to the core inside the kernel; short ones
@@ -262,7 +263,7 @@ def _copy_dumped(space: AddressSpace, seg: Segment, out: _Writer, at: int, progr
             length, dest = stop - lo, at + lo - seg.vaddr
             if length >= DIRECT:
                 out.flush()
-                _copy_range(pages, offset, length, out.fd, dest)
+                _copy_pages(pages, offset, length, out.fd, dest)
             else:
                 out.read_from(pages, offset, length, dest)
             if progress is not None:

@@ -88,10 +88,6 @@ def _check_pids(wanted: set[int] | None, matches: list[TaskMatch], a: Dump, b: D
                            f" (pids: {', '.join(map(str, sorted(p for p in known if p is not None)))})")
 
 
-def _label(pid_a: int, pid_b: int) -> tuple[str, ...]:
-    return (f"task {pid_a}" if pid_a == pid_b else f"task {pid_a}→{pid_b}",)
-
-
 def _compare_tasks(a: Dump, b: Dump, matches: list[TaskMatch], wanted: set[int] | None, facets: list[Facet],
                    options: Options) -> list[Change]:
     changes: list[Change] = []
@@ -104,12 +100,12 @@ def _compare_tasks(a: Dump, b: Dump, matches: list[TaskMatch], wanted: set[int] 
             continue
         if match.b is None and match.a is not None:
             if with_tasks:
-                changes.append(Change("tasks", (f"task {match.a}",), "removed", by_pid_a[match.a].comm, None))
+                changes.append(Change("tasks", (match.label,), "removed", by_pid_a[match.a].comm, None))
         elif match.a is None and match.b is not None:
             if with_tasks:
-                changes.append(Change("tasks", (f"task {match.b}",), "added", None, by_pid_b[match.b].comm))
+                changes.append(Change("tasks", (match.label,), "added", None, by_pid_b[match.b].comm))
         elif match.a is not None and match.b is not None:
-            pair = TaskPair(by_pid_a[match.a], by_pid_b[match.b], _label(match.a, match.b), pid_map, options)
+            pair = TaskPair(by_pid_a[match.a], by_pid_b[match.b], (match.label,), pid_map, options)
             for f in per_task:
                 changes += f.func(pair)
     return changes

@@ -169,10 +169,9 @@ def scan(paths: Sequence[str], query: Query, *, jobs: int | None = None, dask: s
 
 
 def _in_pool(paths: Sequence[str], query: Query, jobs: int) -> Iterator[CheckpointResult]:
-    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(jobs, mp_context=_pool_context(multiprocessing)) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=_pool_context()) as pool:
         futures = {pool.submit(scan_checkpoint, os.path.abspath(p), query, p): p for p in paths}
         try:
             for future in as_completed(futures):
@@ -182,9 +181,11 @@ def _in_pool(paths: Sequence[str], query: Query, jobs: int) -> Iterator[Checkpoi
                 future.cancel()
 
 
-def _pool_context(multiprocessing: Any) -> Any:
+def _pool_context() -> Any:
     """fork while this process runs one thread: the workers start with imgtool imported ('imgtool scan' bench,
     --jobs 2); with more threads (a progress bar's) forkserver, as a fork could copy a lock another thread holds."""
+    import multiprocessing
+
     return multiprocessing.get_context("fork" if threading.active_count() == 1 else "forkserver")
 
 

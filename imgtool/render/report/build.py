@@ -347,13 +347,14 @@ CHANGE_RANK = {"changed": 0, "resized": 1, "added": 2}    # a mapping both resiz
 
 def _mark_vma_changes(diff: DumpDiff, tasks: dict[int, dict[str, Any]]) -> None:
     """Mark each task's mappings that the diff's ``vmas`` facet found added, resized or changed; list the removed
-    ones under ``removed_vmas``.  A task is found by its pid in the newer dump ("task 12" or "task 12→40")."""
+    ones under ``removed_vmas``.  A task is found by its pid in the newer dump, through the diff's matches."""
     for task in tasks.values():
         task["removed_vmas"] = []
+    newer = {m.label: m.b for m in diff.matches if m.b is not None}
     for change in diff.changes:
         if change.facet != "vmas" or len(change.path) < 2:
             continue
-        task = tasks.get(_new_pid(change.path[0]))
+        task = tasks.get(newer.get(change.path[0]))
         if task is None:
             continue
         if change.kind == "removed":
@@ -369,12 +370,6 @@ def _mark_vma_changes(diff: DumpDiff, tasks: dict[int, dict[str, Any]]) -> None:
         if CHANGE_RANK.get(change.kind, 0) >= CHANGE_RANK.get(view.change, -1):
             view.change = change.kind
         view.change_text = f"{view.change_text}; {text}" if view.change_text else text
-
-
-def _new_pid(label: str) -> int | None:
-    """The pid in the newer dump of a diff's task label: "task 12" → 12, "task 12→40" → 40."""
-    number = label.rpartition(" ")[2].rpartition("→")[2]
-    return int(number) if number.isdigit() else None
 
 
 def _tree(tasks: dict[int, dict[str, Any]], roots: list[int]) -> list[tuple[str, int, int]]:
