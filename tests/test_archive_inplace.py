@@ -32,7 +32,7 @@ from test_archive import (
 )
 
 import imgtool
-from imgtool.errors import ParentLinkError
+from imgtool.errors import MissingImageError, ParentLinkError, UsageError
 from imgtool.memory.search import any_of, search_dump
 from imgtool.memory.space import cmdline_of
 from imgtool.model import archive
@@ -347,6 +347,27 @@ def test_cache_unpacks_once(real_dump: Path, sandbox: Sandbox, monkeypatch: pyte
     with Dump.open(path) as d:                    # off by default
         assert [t.comm for t in d.tasks]
     assert len(passes) == 4 and len([p for p in cache.iterdir() if p.is_dir()]) == 2
+
+
+@pytest.mark.parametrize("kind", ["tar", "zstd"])
+def test_archive_of_several_dumps_is_one_named_dump(real_dump: Path, sandbox: Sandbox, kind: str) -> None:
+    """As with a directory: without --dump an error naming the dumps, with it that dump (no silent first pick)."""
+    path = sandbox.archives / ("two.tar" if kind == "tar" else "two.tar.zst")
+    with open(path, "wb") as raw:
+        out = zstandard.ZstdCompressor(level=1).stream_writer(raw, closefd=False) if kind == "zstd" else raw
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.GNU_FORMAT) as tar:
+            _add_dir(tar, real_dump, "first")
+            _add_dir(tar, real_dump, "second")
+        if out is not raw:
+            out.close()
+    with pytest.raises(UsageError, match=r"two\.tar(\.zst)? holds several dumps \(first, second\): name one, "
+                                         r"with --dump first"):
+        Dump.open(path)
+    with pytest.raises(MissingImageError, match=r"no CRIU image directory named third .*holds: first, second"):
+        Dump.open(path, "third")
+    with Dump.open(path, "second") as d:
+        assert d.path.name == "second" and _hits(d) == 1
+    assert list(sandbox.tmp.iterdir()) == []           # the refused opens left nothing behind
 
 
 def test_cache_option_of_the_command_line(real_dump: Path, sandbox: Sandbox) -> None:

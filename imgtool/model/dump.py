@@ -38,16 +38,19 @@ PARENT_LINK = "parent"  # criu/image.c: CR_PARENT_LINK
 TASK_STATES = {1: "alive", 2: "zombie", 3: "stopped", 6: "zombie"}
 
 
-def find_image_dir(path: Path, name: str | None = None) -> Path:
+def find_image_dir(path: Path, name: str | None = None, archive: str | None = None) -> Path:
     """The folder holding inventory.img: ``path`` itself, ``checkpoint/``, or the one folder one level down that
-    has one (``name`` picks one of several: a directory holding several dumps is an error without it)."""
+    has one (``name`` picks one of several: a directory holding several dumps is an error without it).
+    ``archive``: ``path`` is where that archive is unpacked; errors name the archive."""
+    shown = archive or str(path)
     if name is not None:
         chosen = path / name
         if (chosen / "inventory.img").is_file():
             return chosen
         found = _dumps_below(path)
-        raise MissingImageError(f"{chosen}: no CRIU image directory (no inventory.img)"
-                                + (f"; {path} holds: {', '.join(p.name for p in found)}" if found else ""))
+        raise MissingImageError(f"{shown if archive else chosen}: no CRIU image directory "
+                                f"{'named ' + name + ' ' if archive else ''}(no inventory.img)"
+                                + (f"; {shown} holds: {', '.join(p.name for p in found)}" if found else ""))
     if (path / "inventory.img").is_file():
         return path
     if (path / "checkpoint" / "inventory.img").is_file():
@@ -57,9 +60,9 @@ def find_image_dir(path: Path, name: str | None = None) -> Path:
         return found[0]
     if found:
         names = ", ".join(p.name for p in found)
-        raise UsageError(f"{path} holds several dumps ({names}): name one, as {path / found[0].name} "
-                         f"or with --dump {found[0].name}")
-    raise MissingImageError(f"{path}: no CRIU image directory (no inventory.img here or one level down)")
+        way = "" if archive else f"as {path / found[0].name} or "
+        raise UsageError(f"{shown} holds several dumps ({names}): name one, {way}with --dump {found[0].name}")
+    raise MissingImageError(f"{shown}: no CRIU image directory (no inventory.img here or one level down)")
 
 
 def _dumps_below(path: Path) -> list[Path]:
@@ -103,7 +106,12 @@ class Dump:
 
             # small members unpacked, pages files read in place (plain tar) or unpacked on first use
             extracted = archive.open_archive(path)
-            dump = cls(extracted.images, root=extracted.root, metadata=extracted.metadata, archive=extracted)
+            try:   # the archive's dump, or the one named of several, as in a directory
+                images = find_image_dir(extracted.root, dump, archive=str(path))
+            except ImgtoolError:
+                extracted.close()
+                raise
+            dump = cls(images, root=extracted.root, metadata=extracted.metadata, archive=extracted)
         dump.source = path
         return dump
 
