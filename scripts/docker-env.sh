@@ -57,6 +57,7 @@ PIDFILE=$ROOT/dockerd.pid
 SC=$ROOT/scenarios
 
 dk() { "$DOCKER" -H "unix://$SOCK" "$@"; }
+ctr_() { ctr -a "$ROOT/exec/containerd/containerd.sock" -n moby "$@"; }
 result() { "$PY" "$HERE/docker/result.py" "$@"; }
 
 dockerd_pid() {
@@ -222,6 +223,14 @@ checkpoint() {
     return $rc
 }
 
+# collect_garbage: containerd's garbage collection, synchronously (ctr ships with containerd, which docker.io needs).
+collect_garbage() {
+    local lease
+    command -v ctr >/dev/null || { log "no ctr: containerd's garbage collector not run"; return 0; }
+    lease=$(ctr_ leases create 2>/dev/null) && ctr_ leases delete --sync "$lease" >/dev/null 2>&1 \
+        || log "ctr could not run containerd's garbage collector"
+}
+
 # restore SCENARIO CONTAINER CHECKPOINT [KEY [docker start options]]: docker start --checkpoint; record KEY_ok
 # (KEY is restore by default), KEY_error (docker's stderr), KEY_log (a copy of CRIU's restore.log), its tail and
 # original path.
@@ -230,9 +239,13 @@ restore() {
     shift 3
     if (($#)); then shift; fi
     t0=$(mktemp "$ROOT/.mark.XXXXXX")
-    # Docker's upload of the checkpoint to containerd's content store fails now and then with "commit failed:
-    # content sha256:...: already exists" (moby/moby#42900): that, and only that, is tried again.
+    # Docker uploads the checkpoint (a tar of its dir) to containerd's content store and deletes it after the
+    # start, but the blob stays on disk until containerd's garbage collector runs. Restoring the same bytes again
+    # before that (tty and tty-notty restore one checkpoint; an unchanged container dumps the same tar) fails with
+    # "commit failed: content sha256:...: already exists" (moby/moby#42900). So every attempt first has the
+    # collector run now (deleting a new lease with --sync does), and that error alone is tried again.
     for attempt in 1 2 3; do
+        collect_garbage
         log "[$name] docker start --checkpoint $ck $* $ctr (attempt $attempt)"
         rc=0
         dk start --checkpoint "$ck" "$@" "$ctr" >"$dir/$key.stdout" 2>"$dir/$key.stderr" || rc=$?
