@@ -33,6 +33,7 @@ from test_archive import (
 
 import imgtool
 from imgtool.errors import MissingImageError, ParentLinkError, UsageError
+from imgtool.format import located
 from imgtool.memory.search import any_of, search_dump
 from imgtool.memory.space import cmdline_of
 from imgtool.model import archive
@@ -105,16 +106,22 @@ def test_same_answers_as_the_directory(real_dump: Path, sandbox: Sandbox, kind: 
     assert list(sandbox.tmp.iterdir()) == []
 
 
-def test_plain_tar_pages_are_read_in_place(real_dump: Path, sandbox: Sandbox) -> None:
-    path = _tar(sandbox.archives / "a.tar", real_dump)
+def test_plain_tar_is_read_in_place(real_dump: Path, sandbox: Sandbox) -> None:
+    """Every member of a plain tar, images and engine files as well as pages files: nothing is written."""
+    config = json.dumps({"id": "c0ffee", "rootfsImageName": "busybox"}).encode()
+    path = _tar(sandbox.archives / "a.tar", real_dump, [(info("config.dump", size=len(config)), io.BytesIO(config))])
+    with Dump.open(real_dump) as d:
+        expected = _facts(d), [f.to_json() for t in d.tasks for f in t.fds]
+    before = _wchar()
     with Dump.open(path) as d:
-        pages = sorted(d.path.glob("pages-*.img"))
-        assert pages and all(p.stat().st_blocks == 0 for p in pages)     # placeholders: holes of the right size
-        assert [p.stat().st_size for p in pages] == [(real_dump / p.name).stat().st_size for p in pages]
-        before = _wchar()
-        assert _hits(d) == 1
-        assert _wchar() - before < 64 * 1024        # the memory walk wrote nothing (a few KB of pytest noise)
-        assert all(p.stat().st_blocks == 0 for p in pages)
+        files = [p for p in d.root.rglob("*") if p.is_file()]
+        assert len(files) > 10 and all(p.stat().st_blocks == 0 for p in files)     # placeholders: holes
+        assert [p.stat().st_size for p in d.path.iterdir()] == [(real_dump / p.name).stat().st_size
+                                                                for p in d.path.iterdir()]
+        assert (_facts(d), [f.to_json() for t in d.tasks for f in t.fds]) == expected and expected[0][1] == 1
+        assert d.metadata["config.dump"]["rootfsImageName"] == "busybox"
+        assert d._archive.written == 0 and all(p.stat().st_blocks == 0 for p in files)
+    assert _wchar() - before < 64 * 1024        # nothing written (a few KB of pytest noise)
 
 
 def test_compressed_pages_unpacked_once_on_first_memory_read(real_dump: Path, sandbox: Sandbox,
@@ -228,10 +235,17 @@ def test_hostile_member_refused(sandbox: Sandbox, build: Hostile, error: type[Ar
 
 
 def test_limits_still_bound_what_is_written(sandbox: Sandbox) -> None:
-    path = write(sandbox.archives / "big.tar", tar_bytes([*VALID, file("checkpoint/big.img", b"z" * 4096)]))
+    data = tar_bytes([*VALID, file("checkpoint/big.img", b"z" * 4096)])
+    path = write(sandbox.archives / "big.tar.zst", zstandard.ZstdCompressor().compress(data))
     with pytest.raises(ArchiveLimitError):
         open_archive(path, limits=Limits(max_member_bytes=1024))
     assert list(sandbox.tmp.iterdir()) == []
+    # a plain tar writes nothing, so the same member is no limit's business: it is read where it is
+    plain = write(sandbox.archives / "big.tar", data)
+    with open_archive(plain, limits=Limits(max_member_bytes=1024)) as ar:
+        big = ar.images / "big.img"
+        assert ar.written == 0 and big.stat().st_blocks == 0
+        assert b"".join(located.read_chunks(big, ar.backing(big))) == b"z" * 4096
 
 
 def test_self_referencing_parent_link(real_dump: Path, sandbox: Sandbox) -> None:
@@ -368,6 +382,29 @@ def test_archive_of_several_dumps_is_one_named_dump(real_dump: Path, sandbox: Sa
     with Dump.open(path, "second") as d:
         assert d.path.name == "second" and _hits(d) == 1
     assert list(sandbox.tmp.iterdir()) == []           # the refused opens left nothing behind
+
+
+def test_diff_and_report_name_the_dumps_of_an_archive(real_dump: Path, sandbox: Sandbox) -> None:
+    """diff --dump-a/--dump-b and report --against-dump pick dumps of an archive holding several; without them
+    the error says which option names one."""
+    path = sandbox.archives / "two.tar"
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+        _add_dir(tar, real_dump, "first")
+        _add_dir(tar, real_dump, "second")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "imgtool", *args], capture_output=True, text=True)
+
+    refused = run("diff", str(path), str(path), "--dump-a", "first")
+    assert refused.returncode == 2 and "name one, with --dump-b first" in refused.stderr, refused.stderr
+    same = run("diff", str(path), str(path), "--dump-a", "first", "--dump-b", "second", "--stat")
+    assert same.returncode == 0, same.stderr
+    out = sandbox.base / "r.html"
+    refused = run("report", str(path), "--dump", "second", "--against", str(path), "-o", str(out))
+    assert refused.returncode == 2 and "with --against-dump first" in refused.stderr, refused.stderr
+    done = run("report", str(path), "--dump", "second", "--against", str(path), "--against-dump", "first",
+               "-o", str(out))
+    assert done.returncode == 0 and "<html" in out.read_text(), done.stderr
 
 
 def test_cache_option_of_the_command_line(real_dump: Path, sandbox: Sandbox) -> None:

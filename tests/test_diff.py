@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -323,17 +324,25 @@ def test_a_facet_is_one_registered_function(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_image_files_compare_without_reading_them_whole(tmp_path: Path) -> None:
-    """Ghost files, tmpfs tarballs and GPU pages can be GiBs: compared by size, then a chunk at a time."""
+    """Ghost files, tmpfs tarballs and GPU pages can be GiBs: compared a chunk at a time, in place in a tar too."""
     from imgtool.analysis.diff.values import same_bytes
+    from imgtool.format.located import read_chunks
 
     data = bytes(range(256)) * 4096
-    one, same, other, short = (tmp_path / n for n in ("one", "same", "other", "short"))
+    one, same, other, short, tar = (tmp_path / n for n in ("one", "same", "other", "short", "tar"))
     one.write_bytes(data)
     same.write_bytes(data)
     other.write_bytes(data[:-1] + b"\x00")
     short.write_bytes(data[:-1])
-    assert same_bytes(one, same, chunk=4096)
-    assert not same_bytes(one, other, chunk=4096) and not same_bytes(one, short)
+    tar.write_bytes(b"h" * 512 + data + b"t" * 512)     # a member's bytes inside a bigger file
+
+    def chunks(path: Path, backing: tuple[str, int, int] | None = None) -> Iterator[bytes]:
+        return read_chunks(path, backing, chunk=4096)
+
+    assert same_bytes(chunks(one), chunks(same))
+    assert same_bytes(chunks(one), chunks(tar, (str(tar), 512, len(data))))
+    assert not same_bytes(chunks(one), chunks(other)) and not same_bytes(chunks(one), chunks(short))
+    assert not same_bytes(chunks(one), chunks(tar, (str(tar), 511, len(data))))
 
 
 def test_hex_named_ghost_files_are_the_fds_facets() -> None:

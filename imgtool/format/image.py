@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import mmap
 import os
 from collections.abc import Iterable, Iterator
@@ -13,6 +12,7 @@ from google.protobuf.message import Message
 
 from imgtool.errors import DecodeError, ExtraError, ExtraTruncated, FormatError, RawImageError, TruncatedError
 from imgtool.format import framing, magic
+from imgtool.format.located import Backing, Mapped
 from imgtool.format.registry import KINDS, EntrySpec, ImageKind
 
 Buffer = bytes | bytearray | memoryview | mmap.mmap
@@ -63,7 +63,7 @@ class Image:
     frames lazily and yields each with its offset and size.
     """
 
-    def __init__(self, data: Buffer, path: str = "<stream>", *, _owned: mmap.mmap | None = None) -> None:
+    def __init__(self, data: Buffer, path: str = "<stream>", *, _owned: Mapped | None = None) -> None:
         self.path = path
         self._data = data
         self._owned = _owned
@@ -78,24 +78,20 @@ class Image:
     # -- opening -------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> Image:
-        """Open an image file; the file is memory-mapped, not read."""
-        path = os.fspath(path)
-        name = os.path.basename(path)
+    def open(cls, path: str | os.PathLike[str], backing: Backing | None = None) -> Image:
+        """Open an image file (or the bytes ``backing`` says are its: a member of a plain tar); mapped, not read."""
+        name = os.path.basename(os.fspath(path))
         try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+            mapped = Mapped(path, backing)
         except OSError as exc:
             raise FormatError(f"cannot read: {exc.strerror}", path=name) from None
         raw = magic.raw_kind(name)
-        if raw is not None and not _has_magic(mapped or b""):
-            raise RawImageError(f"raw {raw} image with no entries to decode", path=name)
         try:
-            return cls(mapped if mapped is not None else b"", name, _owned=mapped)
+            if raw is not None and not _has_magic(mapped.view):
+                raise RawImageError(f"raw {raw} image with no entries to decode", path=name)
+            return cls(mapped.view, name, _owned=mapped)
         except FormatError:
-            if mapped is not None:
-                mapped.close()
+            mapped.close()
             raise
 
     @classmethod
@@ -105,9 +101,8 @@ class Image:
 
     def close(self) -> None:
         self._view.release()
-        if self._owned is not None:
-            with contextlib.suppress(BufferError):  # entries still reference it; the GC will unmap
-                self._owned.close()
+        if self._owned is not None:     # entries may still reference it: then the GC unmaps it
+            self._owned.close()
 
     def __enter__(self) -> Image:
         return self

@@ -8,7 +8,6 @@ extents of one address range (``cmdline_of``) and is the caller's to close.
 
 from __future__ import annotations
 
-import mmap
 import weakref
 from bisect import bisect_right
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from google.protobuf.message import Message
 from imgtool.errors import FormatError, ImgtoolError, MissingImageError
 from imgtool.format import pagemap
 from imgtool.format.flags import PE_PARENT, PE_PRESENT
+from imgtool.format.located import Mapped
 from imgtool.memory.coalesce import Runs, entry_runs, kind_stretches, read_head
 from imgtool.memory.extents import Cursor, ExtentIndex, Window
 from imgtool.memory.pages import Backing, PagesFile
@@ -43,9 +43,9 @@ class ImageSource(Protocol):
 
     def entries(self, name: str) -> list[Message]: ...
 
-    def pages_backing(self, path: Path, window: tuple[int, int] | None) -> Backing | None:
-        """Where the bytes of the pages file at ``path`` really are (a member of an archive), or None: in it.
-        ``window``: the addresses the reader needs (None: any)."""
+    def backing(self, path: Path, window: tuple[int, int] | None = None) -> Backing | None:
+        """Where the bytes of the file at ``path`` really are (a member of an archive), or None: in it.
+        ``window``: the addresses a reader of a pages file needs (None: any)."""
         ...
 
 
@@ -69,7 +69,7 @@ class DumpMemory:
             dump = self._dump()
             if dump is None:   # an archive's placeholder would read as zeros: never guess
                 raise ImgtoolError(f"{self.path}: the dump of these pages files is gone")
-            self._pages[pages_id] = PagesFile(path, dump.pages_backing(path, self.window))   # argv: the window
+            self._pages[pages_id] = PagesFile(path, dump.backing(path, self.window))   # argv: the window
         return self._pages[pages_id]
 
     @property
@@ -104,11 +104,13 @@ class DumpMemory:
         return self._parents[-1].stream(name, page_size, seen)
 
     def _stream(self, path: Path, name: str, page_size: int, seen: frozenset[Path]) -> Iterator[ExtentIndex]:
-        with open(path, "rb") as f:
-            if not f.seek(0, 2):
+        dump = self._dump()
+        if dump is None:
+            raise ImgtoolError(f"{self.path}: the dump of this pagemap is gone")
+        with Mapped(path, dump.backing(path)) as mapped:
+            if not len(mapped):
                 raise FormatError("empty pagemap", path=path.name)
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data, memoryview(data) as view:
-                yield from self._segments_from(view, path.name, name, page_size, seen)
+            yield from self._segments_from(mapped.view, path.name, name, page_size, seen)
 
     def _segments_from(self, view: memoryview, file: str, name: str, page_size: int,
                        seen: frozenset[Path]) -> Iterator[ExtentIndex]:

@@ -2,18 +2,17 @@
 
 A pages file may live inside a bigger file (a member of an uncompressed tar, read in place) or be produced
 on first use (a member of a compressed archive, unpacked when memory is first read).  Its dump says where the
-bytes really are (``ImageSource.pages_backing``: ``(file, offset, size)``), and ``PagesFile`` reads them there.
+bytes really are (``ImageSource.backing``: format/located.py), and ``PagesFile`` reads them there.
 """
 
 from __future__ import annotations
 
-import contextlib
 import mmap
 import os
 from functools import cached_property
 from pathlib import Path
 
-Backing = tuple[str, int, int]      # file, offset of the pages in it, size (-1: to its end)
+from imgtool.format.located import Backing, Mapped, resolve
 
 
 class PagesFile:
@@ -21,15 +20,10 @@ class PagesFile:
 
     def __init__(self, path: Path, backing: Backing | None = None) -> None:
         self.path = path
-        self._file, self.base, size = backing if backing is not None else (os.fspath(path), 0, -1)
-        with open(self._file, "rb") as f:
-            if size < 0:
-                size = f.seek(0, 2)
-            start = self.base - self.base % mmap.ALLOCATIONGRANULARITY     # mmap offsets are page-aligned
-            self.data: mmap.mmap | bytes = mmap.mmap(f.fileno(), size + self.base - start, access=mmap.ACCESS_READ,
-                                                     offset=start) if size else b""
-        self._whole = memoryview(self.data)
-        self.view = self._whole[self.base - start:] if size else self._whole
+        self._file, self.base, _ = resolve(path, backing)
+        self._mapped = Mapped(path, backing)
+        self.data = self._mapped.data
+        self.view = self._mapped.view
         self._fd: int | None = None          # for read_into, opened on first use
 
     def __len__(self) -> int:
@@ -73,11 +67,7 @@ class PagesFile:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        self.view.release()
-        self._whole.release()
-        if isinstance(self.data, mmap.mmap):
-            with contextlib.suppress(BufferError):  # a caller still holds a view; the GC unmaps it
-                self.data.close()
+        self._mapped.close()
 
 
 __all__ = ["Backing", "PagesFile"]

@@ -5,21 +5,22 @@ default since podman 4, zstd whatever the file is called) holding the CRIU image
 ``checkpoint/``, the engine's JSON files (``config.dump``, ``spec.dump``, ...), ``stats-dump`` and
 other artifacts (``rootfs-diff.tar``, ...).
 
-``open_archive()`` (what ``Dump.open`` uses) writes only what commands read::
+``open_archive()`` (what ``Dump.open`` uses) writes only what commands read, and nothing for a plain tar::
 
     with open_archive("checkpoint.tar.zst") as ar:
-        Image.open(ar.images / "pstree.img")
+        Image.open(path := ar.images / "pstree.img", ar.backing(path))
         ar.metadata["config.dump"]["spec"]["process"]["args"]
 
-- pass 1 streams the archive once and unpacks the small members into a private temporary directory:
-  the images but the pages files, the engine files, other members up to ``SMALL_OTHER_BYTES``; bigger
-  artifacts and GPU pages are skipped: an empty file of their size (a hole) stands in for them, so that
-  sizes are right, but their bytes are not there (``Archive.skipped`` names them); nothing is written
-  for them however big they claim to be;
-- each ``pages-N.img`` becomes an empty placeholder of its size (a hole: no disk space);
-  ``Archive.pages_backing`` says where its bytes are.  A plain tar's pages files are then read in place, at
-  their offset in the tar (mmap and pread of the tar file itself; a sparse member is unpacked instead).  A
-  compressed archive's are unpacked by one more streaming pass when a pages file is first opened
+- pass 1 streams the archive once into a private temporary directory.  A compressed archive's small
+  members are unpacked there: the images but the pages files, the engine files, other members up to
+  ``SMALL_OTHER_BYTES``.  Bigger artifacts and GPU pages are skipped: an empty file of their size (a hole)
+  stands in for them, so that sizes are right, but their bytes are not there (``Archive.skipped`` names
+  them); nothing is written for them however big they claim to be;
+- every other member of a plain tar, and each ``pages-N.img`` of a compressed one, becomes an empty
+  placeholder of its size (a hole: no disk space); ``Archive.backing`` says where its bytes are.  A plain
+  tar's members are read in place, at their offset in the tar (mmap and pread of the tar file itself; a
+  sparse member is unpacked instead): nothing is written.  A compressed archive's pages files are unpacked
+  by one more streaming pass when a pages file is first opened
   (``Archive.unpack_later``: once, every pages file a pagemap names, each only up to what its pagemaps say it
   holds, after a check of the free space);
 - a process's argv, which ``ps`` and ``summary`` show, is at the top of its stack: the last pages of its
@@ -88,11 +89,11 @@ from typing import IO, Any
 import zstandard
 
 from imgtool.errors import ArchiveError, ArchiveLimitError, ImgtoolError, NoImageDirError, UnsafeMemberError
-from imgtool.format import pagemap
+from imgtool.format import located, pagemap
 from imgtool.format.extras import human_size
 from imgtool.format.flags import PE_PARENT, PE_PRESENT
 from imgtool.format.image import Image
-from imgtool.memory import pages
+from imgtool.format.located import Backing
 from imgtool.memory.vma import page_size_of
 
 __all__ = [
@@ -668,7 +669,7 @@ TAIL_BUDGET = 64 * MiB        # for all of them
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """A member left for later: a pages file, unpacked (or read in place) when memory is first read."""
+    """A member behind a placeholder: read in place (plain tar) or, a pages file, unpacked when first read."""
 
     name: str        # the member's name in the archive
     offset: int      # where its data starts in the (decompressed) tar
@@ -696,7 +697,23 @@ def for_restore(parts: tuple[str, ...], m: tarfile.TarInfo) -> str:
     return WRITE if how == LATER or _GPU_PAGES.fullmatch(parts[-1]) else how
 
 
+def in_place(parts: tuple[str, ...], m: tarfile.TarInfo) -> str:
+    """What pass 1 does with a regular member of a plain tar: what ``need`` says, but a member it would write is
+    read in place instead (an empty placeholder of its size, in ``later``), unless sparse (its data is not one
+    range of the tar then)."""
+    how = need(parts, m)
+    return LATER if how == WRITE and not m.issparse() else how
+
+
 Identity = tuple[int, int, int, int]
+
+
+def _inode(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _identity(archive: str) -> Identity:
@@ -707,9 +724,9 @@ def _identity(archive: str) -> Identity:
 class Archive(Extracted):
     """A checkpoint archive opened for reading (``open_archive``).
 
-    The small members are unpacked into ``root``; each pages file is an empty placeholder of its size (a
-    hole); ``pages_backing`` says where its bytes are: a plain tar's pages files are read in place, a compressed
-    archive's are all unpacked by one more streaming pass the first time one of them is opened.
+    Its members are in ``root``: a plain tar's as empty placeholders of their size (holes) whose bytes are read
+    in place; a compressed archive's small members unpacked and its pages files as placeholders, all unpacked by
+    one more streaming pass the first time one of them is opened.  ``backing`` says where a file's bytes are.
     """
 
     def __init__(self, root: Path, images: Path, metadata: dict[str, Any], stats_dump: Path | None, *,
@@ -724,15 +741,15 @@ class Archive(Extracted):
         self._done = done             # a cache's marker: the pages files are unpacked
         self._lock = threading.Lock()
         self._unpacked = done is not None and done.exists()
-        self._placeholders = {os.path.realpath(root.joinpath(*parts)): parts for parts in later}
+        self._placeholders = {_inode(root.joinpath(*parts)): parts for parts in later}   # links lead there too
 
-    def pages_backing(self, path: str | os.PathLike[str], window: tuple[int, int] | None) -> pages.Backing | None:
-        """Where the bytes of the pages file whose placeholder is at ``path`` are (``ImageSource.pages_backing``);
-        None for a file that is no placeholder of ours."""
-        parts = self._placeholders.get(os.path.realpath(path))
+    def backing(self, path: str | os.PathLike[str], window: tuple[int, int] | None = None) -> Backing | None:
+        """Where the bytes of the file whose placeholder is at ``path`` are (``ImageSource.backing``); None for a
+        file that is no placeholder of ours (its bytes are in it)."""
+        parts = self._placeholders.get(_inode(path))
         return None if parts is None else self._backing(parts, window)
 
-    def _backing(self, parts: tuple[str, ...], window: tuple[int, int] | None) -> pages.Backing:
+    def _backing(self, parts: tuple[str, ...], window: tuple[int, int] | None) -> Backing:
         member = self.later[parts]
         if self.closed:
             raise ArchiveError("archive closed", path=self.archive, member=member.name)
@@ -780,7 +797,7 @@ class Archive(Extracted):
                 continue
             path = self.root.joinpath(*parts)
             if path.parent not in present:
-                present[path.parent] = pagemap_pages(path.parent)
+                present[path.parent] = pagemap_pages(path.parent, self.backing)
             named = present[path.parent]
             pages_id = int(parts[-1].removeprefix("pages-").removesuffix(".img"))
             if named is None:                       # a pagemap could not be read: only the limits bound it
@@ -867,14 +884,15 @@ def _argv_ranges(folder: Path) -> Iterator[tuple[str, tuple[int, int], list[tupl
             continue
 
 
-def pagemap_pages(folder: Path) -> dict[int, int] | None:
-    """pages_id -> PE_PRESENT pages the pagemaps in ``folder`` name in it; None if one cannot be read."""
+def pagemap_pages(folder: Path, backing: Callable[[Path], Backing | None] = lambda _: None) -> dict[int, int] | None:
+    """pages_id -> PE_PRESENT pages the pagemaps in ``folder`` (their bytes where ``backing`` says) name in it;
+    None if one cannot be read."""
     found: dict[int, int] = {}
     try:
         for pm in folder.iterdir():
             if not pm.name.startswith("pagemap-") or pm.is_symlink() or not pm.is_file():
                 continue
-            with Image.open(pm) as image:
+            with Image.open(pm, backing(pm)) as image:
                 head = next(image.entries(), None)
                 if head is None:
                     continue
@@ -1007,7 +1025,7 @@ Covered = dict[tuple[str, ...], set[tuple[int, int]]]     # pages file -> argv w
 
 def _first_pass(root: Path, archive: str, kind: str, limits: Limits) -> tuple[dict[tuple[str, ...], Pending],
                                                                              set[tuple[str, ...]], int, Covered]:
-    unpacker = _Unpacker(root, archive, limits, need)
+    unpacker = _Unpacker(root, archive, limits, in_place if kind == "tar" else need)
     if kind != "tar":
         unpacker.tails = {}
     with _tar_stream(archive, kind, limits) as tar:
@@ -1020,12 +1038,12 @@ def _archive(root: Path, archive: str, kind: str, identity: Identity, limits: Li
              later: dict[tuple[str, ...], Pending], skipped: set[tuple[str, ...]], written: int, covered: Covered,
              done: Path | None) -> Archive:
     images = _images_dir(root, archive)
-    metadata = _metadata(root, limits, {parts[0] for parts in skipped})
     stats = root / "stats-dump"
-    opened = Archive(root, images, metadata, stats if stats.is_file() and not stats.is_symlink() else None,
+    opened = Archive(root, images, {}, stats if stats.is_file() and not stats.is_symlink() else None,
                      archive=archive, kind=kind, identity=identity, limits=limits, later=later, written=written,
                      covered=covered, done=done)
     opened.skipped = {"/".join(parts) for parts in skipped}
+    opened.metadata = _metadata(root, limits, {parts[0] for parts in skipped}, opened.backing)
     return opened
 
 
@@ -1076,8 +1094,8 @@ def _images_dir(root: Path, archive: str) -> Path:
                           "or any directory one level down", path=archive)
 
 
-def _read_json(path: Path, cap: int) -> Any:
-    """The parsed file, or a str saying why it could not be."""
+def _read_json(path: Path, cap: int, backing: Callable[[Path], Backing | None] = lambda _: None) -> Any:
+    """The parsed file (its bytes where ``backing`` says), or a str saying why it could not be."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
@@ -1088,8 +1106,9 @@ def _read_json(path: Path, cap: int) -> Any:
             return "not a regular file"
         if st.st_size > cap:
             return f"not parsed: {human_size(st.st_size)} is over max_metadata_bytes ({human_size(cap)})"
-        with open(fd, "rb", closefd=False) as f:
-            data = f.read(cap + 1)
+        data = b"".join(located.read_chunks(path, backing(path)))[:cap + 1]
+    except OSError as exc:
+        return f"cannot read: {exc.strerror}"
     finally:
         os.close(fd)
     try:
@@ -1098,14 +1117,15 @@ def _read_json(path: Path, cap: int) -> Any:
         return f"invalid JSON: {exc}"
 
 
-def _metadata(root: Path, limits: Limits, skipped: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
-    """The engine files parsed, and "other": the other top-level entries, members not unpacked (``skipped``)
-    included."""
+def _metadata(root: Path, limits: Limits, skipped: set[str] | frozenset[str] = frozenset(),
+              backing: Callable[[Path], Backing | None] = lambda _: None) -> dict[str, Any]:
+    """The engine files parsed (their bytes where ``backing`` says), and "other": the other top-level entries,
+    members not unpacked (``skipped``) included."""
     meta: dict[str, Any] = {}
     other = {name: name for name in skipped}
     for entry in sorted(root.iterdir()):
         if entry.name in ENGINE_FILES:
-            meta[entry.name] = _read_json(entry, limits.max_metadata_bytes)
+            meta[entry.name] = _read_json(entry, limits.max_metadata_bytes, backing)
         else:
             other[entry.name] = entry.name + ("/" if entry.is_dir() and not entry.is_symlink() else "")
     meta["other"] = [other[name] for name in sorted(other)]

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from google.protobuf.message import Message
 
 from imgtool.errors import ImgtoolError, MissingImageError, ParentLinkError, UsageError, WrongKindError
-from imgtool.format import magic
+from imgtool.format import located, magic
 from imgtool.format.fields import enum_name
 from imgtool.format.image import Image
+from imgtool.format.located import Backing
 
 if TYPE_CHECKING:
     from imgtool.memory.chain import DumpMemory
-    from imgtool.memory.pages import Backing
     from imgtool.memory.space import AddressSpace
     from imgtool.model.files import Fd, FileTable
 
@@ -137,9 +137,19 @@ class Dump:
     def __repr__(self) -> str:
         return f"<Dump {self.path}>"
 
-    def pages_backing(self, path: Path, window: tuple[int, int] | None) -> Backing | None:
-        """Where the bytes of the pages file at ``path`` are: in an archive's file, or (None) in that file."""
-        return self._archive.pages_backing(path, window) if self._archive is not None else None
+    def backing(self, path: str | os.PathLike[str], window: tuple[int, int] | None = None) -> Backing | None:
+        """Where the bytes of this dump's file at ``path`` are: in an archive's file (a member of a plain tar,
+        read in place; a compressed archive's pages file, unpacked now), or (None) in that file.  ``window``:
+        the addresses a reader of a pages file needs (None: any)."""
+        return self._archive.backing(path, window) if self._archive is not None else None
+
+    def open_image(self, path: str | os.PathLike[str]) -> Image:
+        """An image file of this dump (or of its archive), mapped where its bytes are."""
+        return Image.open(path, self.backing(path))
+
+    def chunks(self, path: str | os.PathLike[str], chunk: int = 1 << 20) -> Iterator[bytes]:
+        """The bytes of a file of this dump (or of its archive), ``chunk`` at a time."""
+        return located.read_chunks(path, self.backing(path), chunk)
 
     @contextmanager
     def on_disk(self) -> Iterator[Path]:
@@ -171,7 +181,7 @@ class Dump:
             path = self.path / name
             if not path.exists() and (self.path / f"{name}.img").exists():
                 path = self.path / f"{name}.img"
-            image = Image.open(path) if path.is_file() else None
+            image = self.open_image(path) if path.is_file() else None
             expected = magic.kind_for_name(path.name)
             if image is not None and expected is not None and image.magic != expected:
                 image.close()

@@ -11,7 +11,6 @@ from imgtool.crit.explore import pagemap_runs
 from imgtool.errors import ImgtoolError, RawImageError
 from imgtool.format import magic, pagemap
 from imgtool.format.flags import PE_PARENT, PE_PRESENT
-from imgtool.format.image import Image
 from imgtool.memory.vma import page_size_of
 from imgtool.model.dump import Dump, Task
 
@@ -64,7 +63,7 @@ def every_image_decodes(ctx: Context) -> Iterator[Finding]:
         if not path.is_file() or not is_image_name(path.name) or magic.raw_kind(path.name):
             continue
         try:
-            with Image.open(path) as image:
+            with ctx.dump.open_image(path) as image:
                 image.count()
         except RawImageError:
             continue

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
+from itertools import zip_longest
 from typing import Any
 
 from imgtool.analysis.changes import Change
@@ -61,16 +61,17 @@ def image_names(dump: Dump) -> set[str]:
     return {p.name for p in dump.path.iterdir() if p.is_file() and p.name != "parent"}
 
 
-def same_bytes(a: Path, b: Path, chunk: int = 1 << 20) -> bool:
-    """Whether two files hold the same bytes: sizes first, then a chunk at a time (ghost files, tmpfs tarballs and
-    GPU pages can be big: never read whole)."""
-    if a.stat().st_size != b.stat().st_size:
+def same_bytes(a: Iterator[bytes], b: Iterator[bytes]) -> bool:
+    """Whether two files of the same size, read a chunk of the same size at a time, hold the same bytes (ghost
+    files, tmpfs tarballs and GPU pages can be big: never read whole; the first difference ends the read)."""
+    return all(x == y for x, y in zip_longest(a, b))
+
+
+def same_file(a: Dump, b: Dump, name: str) -> bool:
+    """Whether file ``name`` of both dumps holds the same bytes: sizes first, then a chunk at a time."""
+    if (a.path / name).stat().st_size != (b.path / name).stat().st_size:
         return False
-    with open(a, "rb") as fa, open(b, "rb") as fb:
-        while block := fa.read(chunk):
-            if block != fb.read(chunk):
-                return False
-    return True
+    return same_bytes(a.chunks(a.path / name), b.chunks(b.path / name))
 
 
 def diff_image_files(facet: str, names: list[str], a: Dump, b: Dump) -> Iterator[Change]:
@@ -81,7 +82,7 @@ def diff_image_files(facet: str, names: list[str], a: Dump, b: Dump) -> Iterator
             yield Change(facet, (f"image {name}",), "removed")
         elif name not in names_a:
             yield Change(facet, (f"image {name}",), "added")
-        elif name.endswith(".img") and not same_bytes(a.path / name, b.path / name):
+        elif name.endswith(".img") and not same_file(a, b, name):
             try:
                 yield from diff_image(facet, name.removesuffix(".img"), a, b)
             except RawImageError:

@@ -438,13 +438,7 @@ def _tmpfs(dump: Dump, holders: _Holders) -> Iterator[tuple[Item, Stream]]:
         item = Item("tmpfs", mount.mountpoint if mount is not None else f"tmpfs {number}", size,
                     _path("tmpfs", image_name), image_name, [],
                     {"dev" if match.group(1) else "mnt_id": number, "mountpoints": [m.mountpoint for m in mounted]})
-        yield item, _lazy(lambda p=path: _file_chunks(p))
-
-
-def _file_chunks(path: os.PathLike[str]) -> Stream:
-    with open(path, "rb") as src:
-        while chunk := src.read(CHUNK):
-            yield chunk
+        yield item, _lazy(lambda p=path: dump.chunks(p, CHUNK))
 
 
 # -- writing ------------------------------------------------------------------------------------------------------

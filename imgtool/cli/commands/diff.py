@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from contextlib import ExitStack
 
-from imgtool import open as open_dump
 from imgtool.analysis.diff import DEFAULT_IGNORE, DumpDiff, compare, registered
+from imgtool.cli.commands.inspect import open_named
 
 PROGRESS_FROM = 256 << 20   # a progress bar when the memory compared is larger than this
 PAGES_SHOWN = 8             # --page-ranges: byte ranges of at most this many pages per range of changed pages
@@ -20,6 +20,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        epilog=f"facets:\n{listing}", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("a", help="first (older) checkpoint (dir or archive)")
     p.add_argument("b", help="second (newer) checkpoint (dir or archive)")
+    p.add_argument("--dump-a", metavar="NAME", help="which dump of A when it holds several (its folder name)")
+    p.add_argument("--dump-b", metavar="NAME", help="which dump of B when it holds several (its folder name)")
     p.add_argument("--only", help="comma-separated facets: " + ",".join(f.name for f in facets)
                    + " (default: all but " + ",".join(f.name for f in facets if not f.default) + ")")
     p.add_argument("--pid", type=int, action="append", help="only this task (repeatable)")
@@ -61,8 +63,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     ignore = list(args.ignore) + ([] if args.no_default_ignore else list(DEFAULT_IGNORE))
     memory = MemoryComparer(page_ranges=args.page_ranges, progress=None if args.json else _progress_bar)
     with ExitStack() as stack:
-        a = stack.enter_context(open_dump(args.a))
-        b = stack.enter_context(open_dump(args.b))
+        a = stack.enter_context(open_named(args.a, args.dump_a, "--dump-a"))
+        b = stack.enter_context(open_named(args.b, args.dump_b, "--dump-b"))
         result = compare(a, b, only=facets, pids=args.pid, ignore=ignore, memory=memory)
     result.a, result.b = args.a, args.b   # as given: an archive's unpacked directory is gone by now
     if args.json:

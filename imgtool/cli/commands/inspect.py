@@ -11,6 +11,7 @@ from typing import Any
 
 from imgtool import open as open_dump
 from imgtool.crit.explore import BATCHED, EXPLORERS, pagemap_batches, pagemap_runs, prot_text, vma_backing
+from imgtool.errors import UsageError
 from imgtool.format.fields import enum_name
 from imgtool.format.flags import PE_LAZY, PE_PARENT, PE_PRESENT
 from imgtool.memory.space import cmdline_of
@@ -43,9 +44,20 @@ def add_dump_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dump", metavar="NAME", help="which dump of a directory holding several (its folder name)")
 
 
+def open_named(path: str, name: str | None, option: str = "--dump") -> Dump:
+    """The dump at ``path`` (``name``: one of several there); the error for several dumps and no name says to
+    name one with ``option``, the option of this command that does."""
+    try:
+        return open_dump(path, name)
+    except UsageError as exc:
+        if option == "--dump":
+            raise
+        raise UsageError(str(exc).replace("with --dump ", f"with {option} ")) from None
+
+
 def open_checkpoint(args: argparse.Namespace, *, tasks: bool = True) -> Dump:
     """The dump args.dir (and --dump) name; with ``tasks``, one with a process tree (a pre-dump is an error)."""
-    dump = open_dump(args.dir, getattr(args, "dump", None))
+    dump = open_named(args.dir, getattr(args, "dump", None))
     if tasks:
         try:
             dump.require_pstree()

@@ -6,7 +6,7 @@ import argparse
 import sys
 from contextlib import ExitStack
 
-from imgtool import open as open_dump
+from imgtool.cli.commands.inspect import open_named
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -17,6 +17,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dir", help="image directory or checkpoint archive")
     p.add_argument("--against", metavar="OLD", help="an older checkpoint to compare with (dir or archive)")
     p.add_argument("--dump", metavar="NAME", help="which dump of a directory holding several (its folder name)")
+    p.add_argument("--against-dump", metavar="NAME", help="which dump of OLD when it holds several")
     p.add_argument("-o", "--output", required=True, metavar="FILE.html", help="where to write the page (- for stdout)")
     p.set_defaults(func=cmd_report)
 
@@ -26,9 +27,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from imgtool.render.report import report_html
 
     with ExitStack() as stack:
-        dump = stack.enter_context(open_dump(args.dir, args.dump))
+        dump = stack.enter_context(open_named(args.dir, args.dump))
         dump.require_pstree()
-        old = stack.enter_context(open_dump(args.against)) if args.against else None
+        old = stack.enter_context(open_named(args.against, args.against_dump, "--against-dump")) \
+            if args.against else None
         html = report_html(dump, against=old)
     if args.output == "-":
         sys.stdout.buffer.write(html.encode())

@@ -157,9 +157,10 @@ def stats_files(dump: Dump | None, path: Path) -> list[Path]:
     return found
 
 
-def read_stats(path: Path) -> dict[str, Any]:
-    """One stats file as {"file", "dump": {...}} or {"file", "restore": {...}} (fields criu set)."""
-    with Image.open(path) as img:
+def read_stats(path: Path, dump: Dump | None = None) -> dict[str, Any]:
+    """One stats file (of ``dump``, if given: its bytes may be in an archive) as {"file", "dump": {...}} or
+    {"file", "restore": {...}} (fields criu set)."""
+    with (dump.open_image(path) if dump is not None else Image.open(path)) as img:
         entries = list(img.messages())
     result: dict[str, Any] = {"file": path.name}
     for entry in entries:
@@ -178,7 +179,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         found = [read_stats(path)]
     else:
         with open_checkpoint(args, tasks=False) as dump:
-            found = [read_stats(p) for p in stats_files(dump, path)]
+            found = [read_stats(p, dump) for p in stats_files(dump, path)]
     if not found:
         raise MissingImageError(f"{args.dir}: no stats-dump or stats-restore (criu writes them to its work dir)")
     if args.json:
