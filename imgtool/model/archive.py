@@ -56,8 +56,9 @@ Archives are untrusted input.  Nothing is ever written outside the temporary dir
   written, not taken from headers; members skipped or left for later count only once written.
 
 Decompression is ours (``zstandard``, ``gzip``, ``bz2``, ``lzma`` streams) and tarfile reads the
-decompressed bytes in stream mode (``r|``; a plain tar in ``r:`` mode, so that members not read are
-seeked over), so no archive is held in memory and the header limit sees decompressed bytes.  Every
+decompressed bytes as a file that seeks forward only (``_Source``: members not read are skipped by an lseek
+in a plain tar, by decompressing into a scratch buffer otherwise), so no archive is held in memory and the
+header limit sees decompressed bytes.  Every
 failure is an ``ArchiveError`` naming the archive (and the member), raised after the temporary
 directory has been removed.
 """
@@ -69,6 +70,7 @@ import contextlib
 import errno
 import fcntl
 import gzip
+import io
 import json
 import lzma
 import os
@@ -277,24 +279,46 @@ _READ_ERRORS = (tarfile.TarError, EOFError, OSError, ValueError, IndexError, zli
 
 
 class _Source:
-    """The decompressed byte stream under tarfile; caps how much one member's headers may read."""
+    """The decompressed byte stream under tarfile; caps how much one member's headers may read.
 
-    def __init__(self, stream: IO[bytes], archive: str, header_limit: int) -> None:
-        self.stream, self.archive, self.header_limit = stream, archive, header_limit
+    tarfile reads it in its "r:" mode, as a file: a member not read is skipped by a seek.  A plain tar's seek is
+    an lseek; a decompressed stream goes forward only, decompressing into one scratch buffer (tarfile's "r|"
+    mode copies every byte it skips, twice)."""
+
+    def __init__(self, stream: IO[bytes], archive: str, header_limit: int, *, plain: bool) -> None:
+        self.stream, self.archive, self.header_limit, self.plain = stream, archive, header_limit, plain
         self.pos = 0
         self.cap: int | None = None  # stream position header parsing may not pass
         self.capped = False          # a read of this header was cut short at the cap
+        self._scratch: memoryview | None = None
 
     def seekable(self) -> bool:
-        return self.stream.seekable()
+        return True
 
     def tell(self) -> int:
         return self.pos
 
     def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
-        """Only for a plain tar (tarfile's "r:" mode): skipping a member is an lseek, not a read."""
-        self.pos = self.stream.seek(pos, whence)
+        if self.plain:
+            self.pos = self.stream.seek(pos, whence)
+        elif whence != os.SEEK_SET or pos < self.pos:
+            raise io.UnsupportedOperation("a decompressed stream only goes forward")
+        else:
+            self._skip(pos - self.pos)
         return self.pos
+
+    def drain(self) -> None:
+        """Read what follows the end of the tar, its record padding, up to a chunk: a decompressor checks its CRC
+        or checksum at the end of its stream (more trailing data than that is not decompressed for nothing)."""
+        if not self.plain:
+            self._skip(_CHUNK)
+
+    def _skip(self, n: int) -> None:
+        if self._scratch is None:
+            self._scratch = memoryview(bytearray(_CHUNK))
+        while n > 0 and (got := self.stream.readinto(self._scratch[:min(n, _CHUNK)])):   # type: ignore[attr-defined]
+            self.pos += got
+            n -= got
 
     def read(self, n: int = -1) -> bytes:
         if self.cap is not None:
@@ -368,10 +392,9 @@ def _tar_stream(archive: str, kind: str, limits: Limits) -> Iterator[tarfile.Tar
     with contextlib.ExitStack() as stack:
         try:
             raw = stack.enter_context(open(archive, "rb"))
-            source = _Source(stack.enter_context(_decompressed(raw, kind)), archive, limits.max_header_bytes)
-            mode = "r:" if kind == "tar" else "r|"     # a plain tar is seekable: members not read are skipped
-            tar = stack.enter_context(tarfile.open(fileobj=source, mode=mode, tarinfo=_strict_info(source),
-                                                   bufsize=_CHUNK))
+            source = _Source(stack.enter_context(_decompressed(raw, kind)), archive, limits.max_header_bytes,
+                             plain=kind == "tar")
+            tar = stack.enter_context(tarfile.open(fileobj=source, mode="r:", tarinfo=_strict_info(source)))
         except _READ_ERRORS as exc:
             what = "tar archive" if kind == "tar" else f"tar archive inside {kind}"
             raise ArchiveError(f"not a readable {what}: {exc}", path=archive) from None
@@ -422,8 +445,9 @@ class _Unpacker:
             last = None
             while (member := self._next(tar, last)) is not None:
                 self._member(tar, member)
-                tar.members.clear()  # stream mode keeps every TarInfo otherwise
+                tar.members.clear()  # tarfile keeps every TarInfo otherwise
                 last = member.name
+            self._drain(tar, last)
             self._check_links()
         finally:
             self._forget()
@@ -440,6 +464,14 @@ class _Unpacker:
     def _next(self, tar: tarfile.TarFile, last: str | None) -> tarfile.TarInfo | None:
         try:
             return tar.next()
+        except _READ_ERRORS as exc:
+            where = "" if last is None else f" after member {last!r}"
+            raise ArchiveError(f"corrupt or truncated archive{where}: {exc}", path=self.archive) from None
+
+    def _drain(self, tar: tarfile.TarFile, last: str | None) -> None:
+        assert isinstance(tar.fileobj, _Source)
+        try:
+            tar.fileobj.drain()
         except _READ_ERRORS as exc:
             where = "" if last is None else f" after member {last!r}"
             raise ArchiveError(f"corrupt or truncated archive{where}: {exc}", path=self.archive) from None
@@ -574,7 +606,7 @@ class _Unpacker:
         want = min(TAIL_BYTES, m.size, self._tail_budget)
         if want <= 0 or m.issparse():
             return
-        stream = tar.fileobj       # tarfile's stream: seeks forward by reading, as it does to skip a member
+        stream = tar.fileobj       # our _Source: a seek forward skips, as tarfile does past a member
         assert stream is not None
         read = self._reader(m.name, stream)
         skip, held = m.size - want, 0
