@@ -179,7 +179,9 @@ def test_criu_options_reach_check_after_the_cache_option(capsys: pytest.CaptureF
     argv = ["--cache", str(tmp_path), "check", str(LOOP), "--offline", "--json", "--", "--shell-job"]
     assert cli.main(argv) in (0, 1)
     assert json.loads(capsys.readouterr().out)["criu_options"] == ["--shell-job"]
-    assert os.environ["IMGTOOL_CACHE"] == str(tmp_path)
+    assert cli.main(["--cache", str(tmp_path), "ps", str(PODMAN / "checkpoint.tar.gz")]) == 0
+    assert [p.name.split("-")[0] for p in tmp_path.iterdir() if p.is_dir()] == ["zstd"]   # (podman's .tar.gz)
+    assert os.environ["IMGTOOL_CACHE"] == ""          # and gone with it: an in-process caller keeps its own
 
 
 def test_double_dash_ends_options_of_other_commands(capsys: pytest.CaptureFixture[str]) -> None:

@@ -212,16 +212,33 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Nam
     return args
 
 
+@contextmanager
+def _cache_set(cache: str | None) -> Iterator[None]:
+    """``--cache DIR`` as IMGTOOL_CACHE while the command runs (read where archives are opened, in this process
+    and in scan's workers alike), as it was afterwards: an in-process caller keeps its own environment."""
+    if not cache:
+        yield
+        return
+    from imgtool.model.archive import CACHE_ENV  # lazy: start-up of commands that open no archive
+
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = os.path.abspath(cache)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CACHE_ENV, None)
+        else:
+            os.environ[CACHE_ENV] = before
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, list(sys.argv[1:] if argv is None else argv))
     func: Callable[[argparse.Namespace], int] = args.func
-    if args.cache:   # read where archives are opened, in this process and in scan's workers alike
-        # lazy: start-up of commands that open no archive
-        from imgtool.model.archive import CACHE_ENV
-        os.environ[CACHE_ENV] = os.path.abspath(args.cache)
     try:
-        code = func(args)
+        with _cache_set(args.cache):
+            code = func(args)
         sys.stdout.flush()   # a closed pipe shows here, not in the interpreter's last flush
         return code
     except BrokenPipeError:
