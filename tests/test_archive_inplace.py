@@ -149,6 +149,33 @@ def test_compressed_pages_unpacked_once_on_first_memory_read(real_dump: Path, sa
         assert len(passes) == 2                                            # never a second time
 
 
+@pytest.mark.parametrize("dirty", [0.01, 0.5])
+def test_compressed_chain_argv_through_the_parents(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch,
+                                                    dirty: float) -> None:
+    """An incremental dump leaves unchanged argv pages to its parent dump (PE_PARENT): pass 1 still serves argv,
+    from the tails of the parents' pages files in the same archive; memory reads still unpack once."""
+    dumps = generate(sandbox.base / "chain", seed=5, tasks=2, gib=1 / 256, chain=3, dirty=dirty, needle=NEEDLE)
+    path = sandbox.archives / "chain.tar.zst"
+    with open(path, "wb") as raw:
+        out = zstandard.ZstdCompressor(level=1).stream_writer(raw, closefd=False)
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.GNU_FORMAT) as tar:
+            for d in dumps:
+                _add_dir(tar, d, d.name)
+        out.close()
+    passes = []
+    real = archive._tar_stream
+    monkeypatch.setattr(archive, "_tar_stream", lambda *args: (passes.append(args[0]), real(*args))[1])
+    for name in ("d1", "d2"):
+        with Dump.open(sandbox.base / "chain" / name) as d:
+            expected = _facts(d)
+        passes.clear()
+        with Dump.open(path, name) as d:
+            assert [cmdline_of(t) for t in d.tasks] == [argv for _, _, argv in expected[0]]
+            assert len(passes) == 1                                      # argv: pass 1 kept it
+            assert _facts(d) == expected and len(passes) == 2
+    assert list(sandbox.tmp.iterdir()) == []
+
+
 ZERO_MEMBERS = [("rootfs-diff.tar", "an artifact nobody reads"), ("checkpoint/pages-99.img", "a pages file no "
                                                                                               "pagemap names")]
 

@@ -854,66 +854,89 @@ def _capture_argv(root: Path, later: dict[tuple[str, ...], Pending],
     """Write into the placeholders the bytes of each process's argv that the kept tails hold; return, per
     pages file, the argv windows (``cmdline_of``'s) it can now serve.  Nothing else is written.
 
-    A window counts only when, for every process with that window, its own pages file holds all of it:
-    then a store reading that window reads nothing from any other pages file (shared memory, ...), and
-    those are served as they are too (key ``()``)."""
+    A process's argv may be in its own pages file and, for pages an incremental dump left to its parent
+    (PE_PARENT), in the parent dump's (in the same archive).  A window counts only when, for every process with
+    that window, the pages files hold all of it: then a store reading that window reads nothing from any other
+    pages file (shared memory, ...), and those are served as they are too (key ``()``)."""
     covered: Covered = {}
     whole: dict[tuple[int, int], bool] = {}
-    by_dir: dict[tuple[str, ...], dict[str, tuple[str, ...]]] = {}
-    for parts in later:
-        by_dir.setdefault(parts[:-1], {})[parts[-1]] = parts
-    for folder_parts, files in by_dir.items():
-        folder = root.joinpath(*folder_parts)
-        for name, window, ranges in _argv_ranges(folder):
-            parts = files.get(name)
-            held = parts is not None and ranges is not None and parts in tails and \
-                sum(hi - lo for lo, hi in ranges) == window[1] - window[0]
-            if held:
-                start, data = tails[parts]
-                held = all(start <= lo and hi <= start + len(data) for lo, hi in ranges)
+    root = Path(os.path.realpath(root))     # as the parent links resolve
+    for folder in sorted({root.joinpath(*parts[:-1]) for parts in later}):
+        for window, pieces in _argv_pieces(root, folder):
+            held = pieces is not None and sum(hi - lo for _, lo, hi in pieces) == window[1] - window[0] \
+                and all(_in_tail(tails.get(parts), lo, hi) for parts, lo, hi in pieces)
             whole[window] = whole.get(window, True) and held
             if not held:
                 continue
-            fd = os.open(folder / name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                for lo, hi in ranges:
+            assert pieces is not None
+            for parts, lo, hi in pieces:
+                start, data = tails[parts]
+                fd = os.open(root.joinpath(*parts), os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
                     os.pwrite(fd, data[lo - start:hi - start], lo)
-            finally:
-                os.close(fd)
-            covered.setdefault(parts, set()).add(window)
+                finally:
+                    os.close(fd)
+                covered.setdefault(parts, set()).add(window)
     covered = {parts: {w for w in windows if whole[w]} for parts, windows in covered.items()}
     covered[()] = {w for w, ok in whole.items() if ok}
     return covered
 
 
-def _argv_ranges(folder: Path) -> Iterator[tuple[str, tuple[int, int], list[tuple[int, int]] | None]]:
-    """For each process of the dump in ``folder``: its pages file, its argv window and the byte ranges of
-    that file holding it (None when some of it is in a parent dump or an image cannot be read)."""
+def _in_tail(tail: tuple[int, bytes] | None, lo: int, hi: int) -> bool:
+    return tail is not None and tail[0] <= lo and hi <= tail[0] + len(tail[1])
+
+
+Piece = tuple[tuple[str, ...], int, int]     # a pages file (parts under the root) and a byte range of it
+
+
+def _argv_pieces(root: Path, folder: Path) -> Iterator[tuple[tuple[int, int], list[Piece] | None]]:
+    """For each process of the dump in ``folder``: its argv window and the pieces of pages files holding it,
+    through the parent dumps (None when an image cannot be read or some of it is in no pages file)."""
     for mm_path in sorted(folder.glob("mm-*.img")):
         pid = mm_path.name.removeprefix("mm-").removesuffix(".img")
         try:
             with Image.open(mm_path) as image:
                 mm = next(image.entries()).message
-            page = page_size_of(mm)
-            lo, hi = mm.mm_arg_start, max(mm.mm_arg_end, mm.mm_arg_start + 1)
-            with Image.open(folder / f"pagemap-{pid}.img") as image:
-                head = next(image.entries())
-                ranges: list[tuple[int, int]] | None = []
-                offset = 0
-                for vaddrs, counts, flags in pagemap.batches(image._view, head.end, image.header.byteorder,
-                                                             image.path):
-                    for vaddr, count, flag in zip(vaddrs, counts, flags, strict=True):
-                        end = vaddr + count * page
-                        if vaddr < hi and end > lo and ranges is not None:
-                            if flag & PE_PARENT:
-                                ranges = None
-                            elif flag & PE_PRESENT:
-                                ranges.append((offset + max(lo, vaddr) - vaddr, offset + min(hi, end) - vaddr))
-                        if flag & PE_PRESENT:
-                            offset += count * page
-                yield f"pages-{head.message.pages_id}.img", (lo, hi), ranges
+            window = mm.mm_arg_start, max(mm.mm_arg_end, mm.mm_arg_start + 1)
         except (ImgtoolError, OSError, StopIteration):
             continue
+        try:
+            yield window, _pieces(root, folder, pid, window, page_size_of(mm), set())
+        except (ImgtoolError, OSError, StopIteration):
+            yield window, None
+
+
+def _pieces(root: Path, folder: Path, pid: str, window: tuple[int, int], page: int,
+            seen: set[Path]) -> list[Piece] | None:
+    """Where the bytes of ``window`` of process ``pid`` are in the pages files of the dump in ``folder`` and its
+    parents (None when some of them are in none: a hole, a missing or looping parent)."""
+    lo, hi = window
+    pieces: list[Piece] = []
+    in_parent: list[tuple[int, int]] = []
+    with Image.open(folder / f"pagemap-{pid}.img") as image:
+        head = next(image.entries())
+        parts = (*folder.relative_to(root).parts, f"pages-{head.message.pages_id}.img")
+        offset = 0
+        for vaddrs, counts, flags in pagemap.batches(image._view, head.end, image.header.byteorder, image.path):
+            for vaddr, count, flag in zip(vaddrs, counts, flags, strict=True):
+                end = vaddr + count * page
+                a, b = max(lo, vaddr), min(hi, end)
+                if a < b and flag & PE_PARENT:
+                    in_parent.append((a, b))
+                elif a < b and flag & PE_PRESENT:
+                    pieces.append((parts, offset + a - vaddr, offset + b - vaddr))
+                if flag & PE_PRESENT:
+                    offset += count * page
+    if in_parent:
+        parent = Path(os.path.realpath(folder / "parent"))
+        if parent in seen or parent == folder or not parent.is_relative_to(root) or not parent.is_dir():
+            return None
+        for sub in in_parent:
+            more = _pieces(root, parent, pid, sub, page, seen | {folder})
+            if more is None:
+                return None
+            pieces += more
+    return pieces
 
 
 def pagemap_pages(folder: Path, backing: Callable[[Path], Backing | None] = lambda _: None) -> dict[int, int] | None:
