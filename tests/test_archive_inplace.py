@@ -411,6 +411,21 @@ def test_archive_of_several_dumps_is_one_named_dump(real_dump: Path, sandbox: Sa
     assert list(sandbox.tmp.iterdir()) == []           # the refused opens left nothing behind
 
 
+def test_outputs_name_the_archive_not_the_temp_dir(real_dump: Path, sandbox: Sandbox) -> None:
+    """summary, check and errors say where the images are as the user finds them: ARCHIVE:FOLDER."""
+    path = _tar(sandbox.archives / "a.tar.zst", real_dump, kind="zstd")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "imgtool", *args], capture_output=True, text=True)
+
+    assert json.loads(run("summary", str(path), "--json").stdout)["images"] == f"{path}:checkpoint"
+    assert json.loads(run("check", "--offline", str(path), "--json").stdout)["dump"] == f"{path}:checkpoint"
+    missing = run("ps", str(path), "--pid", "4242")
+    assert missing.returncode == 2 and missing.stderr.startswith(f"imgtool: error: {path}:checkpoint: no process")
+    with Dump.open(real_dump) as d:
+        assert d.location == str(real_dump)
+
+
 def test_diff_and_report_name_the_dumps_of_an_archive(real_dump: Path, sandbox: Sandbox) -> None:
     """diff --dump-a/--dump-b and report --against-dump pick dumps of an archive holding several; without them
     the error says which option names one."""

@@ -137,6 +137,15 @@ class Dump:
     def __repr__(self) -> str:
         return f"<Dump {self.path}>"
 
+    @property
+    def location(self) -> str:
+        """Where the images are, as the user finds them: the image directory, or an archive and the folder in it
+        (``ckpt.tar.zst:checkpoint``; ``path`` is then a private temp dir, gone with the dump)."""
+        if self._archive is None:
+            return str(self.path)
+        inner = self.path.relative_to(self._archive.root).as_posix()
+        return self._archive.archive if inner == "." else f"{self._archive.archive}:{inner}"
+
     def backing(self, path: str | os.PathLike[str], window: tuple[int, int] | None = None) -> Backing | None:
         """Where the bytes of this dump's file at ``path`` are: in an archive's file (a member of a plain tar,
         read in place; a compressed archive's pages file, unpacked now), or (None) in that file.  ``window``:
@@ -193,7 +202,7 @@ class Dump:
     def require(self, name: str) -> Image:
         image = self.image(name)
         if image is None:
-            raise MissingImageError(f"{self.path}: {name}.img is missing")
+            raise MissingImageError(f"{self.location}: {name}.img is missing")
         return image
 
     def entries(self, name: str) -> list[Message]:
@@ -207,7 +216,7 @@ class Dump:
         """The single entry of a one-entry image (core-N, mm-N, ids-N, fs-N, inventory)."""
         found = self.entries(name)
         if not found:
-            raise MissingImageError(f"{self.path}: {name}.img is missing or empty")
+            raise MissingImageError(f"{self.location}: {name}.img is missing or empty")
         return found[0]
 
     def files_named(self, prefix: str) -> list[str]:
@@ -269,9 +278,9 @@ class Dump:
         link = f"; its parent link points to {parent}" if parent is not None else ""
         inventory = self.entries("inventory")
         if inventory and inventory[0].HasField("pre_dump_mode"):
-            raise MissingImageError(f"{self.path}: a pre-dump (criu pre-dump: memory pages only, no processes "
+            raise MissingImageError(f"{self.location}: a pre-dump (criu pre-dump: memory pages only, no processes "
                                     f"or files){link}; open the dump taken after it to see processes")
-        raise MissingImageError(f"{self.path}: pstree.img is missing: no process tree (an incomplete copy of a "
+        raise MissingImageError(f"{self.location}: pstree.img is missing: no process tree (an incomplete copy of a "
                                 f"dump?){link}")
 
     def task(self, pid: int) -> Task:
@@ -280,7 +289,7 @@ class Dump:
                 return task
         self.require_pstree()
         known = ", ".join(str(t.pid) for t in self.tasks[:20]) + (", ..." if len(self.tasks) > 20 else "")
-        raise UsageError(f"{self.path}: no process with pid {pid} in pstree.img (pids: {known or 'none'})")
+        raise UsageError(f"{self.location}: no process with pid {pid} in pstree.img (pids: {known or 'none'})")
 
     @property
     def root_task(self) -> Task | None:

@@ -101,7 +101,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         ctx = _context(args, dump)
         findings = run_checks(ctx)
         if args.json:
-            emit_json({"dump": str(dump.path), "criu_options": ctx.criu_options,
+            emit_json({"dump": dump.location, "criu_options": ctx.criu_options,
                        "errors": sum(f.severity == ERROR for f in findings),
                        "findings": [f.to_json() for f in findings]})
         else:

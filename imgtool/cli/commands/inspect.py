@@ -235,7 +235,7 @@ def summarize(dump: Dump) -> dict[str, Any]:
     found = container_of(dump)
     container = found.to_json() if found is not None else None
     return {
-        "path": str(dump.source), "images": str(dump.path), "container": container,
+        "path": str(dump.source), "images": dump.location, "container": container,
         "inventory": {"img_version": inv.img_version,
                       "lsm": enum_name(inv, "lsmtype"),
                       "pre_dump": inv.HasField("pre_dump_mode"), "tcp_close": inv.tcp_close,

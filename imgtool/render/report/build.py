@@ -304,7 +304,7 @@ def _header(dump: Dump) -> dict[str, Any]:
     rootfs = [p for p in root.glob("rootfs-diff.tar*") if p.is_file()]
     if rootfs:
         sizes["rootfs diff"] = sum(p.stat().st_size for p in rootfs)
-    return {"source": str(dump.source), "images": str(dump.path), "flags": flags, "container": container,
+    return {"source": str(dump.source), "images": dump.location, "flags": flags, "container": container,
             "sizes": sizes, "parent": str(dump.parent.path) if dump.parent else None,
             "criu_version": None}
 
