@@ -1,6 +1,6 @@
 """Where a file's bytes are: the file itself, or a range of a bigger one (a member of a plain tar, read in place).
 
-A ``Backing`` is ``(file, offset, size)``; ``None`` stands for the file at its own path, whole.  ``map_bytes``
+A ``Backing`` is ``(file, offset, size)``; ``None`` stands for the file at its own path, whole.  ``Mapped``
 maps those bytes read-only, ``read_chunks`` reads them a chunk at a time: nothing is copied anywhere.
 """
 
@@ -22,8 +22,8 @@ class Mapped:
     """A read-only mapping of a file's bytes: ``view`` (``b""`` when empty); ``close`` unmaps."""
 
     def __init__(self, path: str | os.PathLike[str], backing: Backing | None = None) -> None:
-        file, self.base, size = resolve(path, backing)
-        with open(file, "rb") as f:
+        self.file, self.base, size = resolve(path, backing)     # where they are: the file, and their offset in it
+        with open(self.file, "rb") as f:
             if size < 0:
                 size = max(f.seek(0, os.SEEK_END) - self.base, 0)
             start = self.base - self.base % mmap.ALLOCATIONGRANULARITY     # mmap offsets are page-aligned
@@ -63,7 +63,3 @@ def read_chunks(path: str | os.PathLike[str], backing: Backing | None = None,
     finally:
         os.close(fd)
 
-
-def size_of(path: str | os.PathLike[str], backing: Backing | None = None) -> int:
-    file, base, size = resolve(path, backing)
-    return size if size >= 0 else max(os.stat(file).st_size - base, 0)

@@ -12,7 +12,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from imgtool.format.located import Backing, Mapped, resolve
+from imgtool.format.located import Backing, Mapped
 
 
 class PagesFile:
@@ -20,8 +20,8 @@ class PagesFile:
 
     def __init__(self, path: Path, backing: Backing | None = None) -> None:
         self.path = path
-        self._file, self.base, _ = resolve(path, backing)
         self._mapped = Mapped(path, backing)
+        self.base = self._mapped.base        # where the pages start in the file fd() opens (a tar member: > 0)
         self.data = self._mapped.data
         self.view = self._mapped.view
         self._fd: int | None = None          # for read_into, opened on first use
@@ -45,7 +45,7 @@ class PagesFile:
     def fd(self) -> int:
         """A descriptor of the file for pread (opened on first use): the pages start at ``base`` in it."""
         if self._fd is None:
-            self._fd = os.open(self._file, os.O_RDONLY | os.O_CLOEXEC)
+            self._fd = os.open(self._mapped.file, os.O_RDONLY | os.O_CLOEXEC)
         return self._fd
 
     def read_into(self, buf: memoryview, offset: int) -> None:

@@ -462,16 +462,19 @@ class _Unpacker:
         return ArchiveLimitError(what, path=self.archive, member=member)
 
     def _next(self, tar: tarfile.TarFile, last: str | None) -> tarfile.TarInfo | None:
-        try:
+        with self._reading(last):
             return tar.next()
-        except _READ_ERRORS as exc:
-            where = "" if last is None else f" after member {last!r}"
-            raise ArchiveError(f"corrupt or truncated archive{where}: {exc}", path=self.archive) from None
 
     def _drain(self, tar: tarfile.TarFile, last: str | None) -> None:
         assert isinstance(tar.fileobj, _Source)
-        try:
+        with self._reading(last):
             tar.fileobj.drain()
+
+    @contextlib.contextmanager
+    def _reading(self, last: str | None) -> Iterator[None]:
+        """A read of the archive between members: its errors name the member read last."""
+        try:
+            yield
         except _READ_ERRORS as exc:
             where = "" if last is None else f" after member {last!r}"
             raise ArchiveError(f"corrupt or truncated archive{where}: {exc}", path=self.archive) from None
@@ -911,6 +914,7 @@ def _pieces(root: Path, folder: Path, pid: str, window: tuple[int, int], page: i
     """Where the bytes of ``window`` of process ``pid`` are in the pages files of the dump in ``folder`` and its
     parents (None when some of them are in none: a hole, a missing or looping parent)."""
     lo, hi = window
+    seen = seen | {folder}
     pieces: list[Piece] = []
     in_parent: list[tuple[int, int]] = []
     with Image.open(folder / f"pagemap-{pid}.img") as image:
@@ -929,10 +933,10 @@ def _pieces(root: Path, folder: Path, pid: str, window: tuple[int, int], page: i
                     offset += count * page
     if in_parent:
         parent = Path(os.path.realpath(folder / "parent"))
-        if parent in seen or parent == folder or not parent.is_relative_to(root) or not parent.is_dir():
+        if parent in seen or not parent.is_relative_to(root) or not parent.is_dir():
             return None
         for sub in in_parent:
-            more = _pieces(root, parent, pid, sub, page, seen | {folder})
+            more = _pieces(root, parent, pid, sub, page, seen)
             if more is None:
                 return None
             pieces += more
