@@ -427,8 +427,8 @@ def test_outputs_name_the_archive_not_the_temp_dir(real_dump: Path, sandbox: San
 
 
 def test_diff_and_report_name_the_dumps_of_an_archive(real_dump: Path, sandbox: Sandbox) -> None:
-    """diff --dump-a/--dump-b and report --against-dump pick dumps of an archive holding several; without them
-    the error says which option names one."""
+    """check --dump, diff --dump-a/--dump-b and report --against-dump pick dumps of an archive holding several;
+    without them the error says which option names one."""
     path = sandbox.archives / "two.tar"
     with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
         _add_dir(tar, real_dump, "first")
@@ -437,6 +437,10 @@ def test_diff_and_report_name_the_dumps_of_an_archive(real_dump: Path, sandbox: 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "imgtool", *args], capture_output=True, text=True)
 
+    refused = run("check", "--offline", str(path), "--json")
+    assert refused.returncode == 2 and "name one, with --dump first" in refused.stderr, refused.stderr
+    checked = run("check", "--offline", str(path), "--dump", "second", "--json")
+    assert json.loads(checked.stdout)["dump"] == f"{path}:second", checked.stderr
     refused = run("diff", str(path), str(path), "--dump-a", "first")
     assert refused.returncode == 2 and "name one, with --dump-b first" in refused.stderr, refused.stderr
     same = run("diff", str(path), str(path), "--dump-a", "first", "--dump-b", "second", "--stat")

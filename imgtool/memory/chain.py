@@ -34,6 +34,11 @@ class ImageSource(Protocol):
     def path(self) -> Path: ...
 
     @property
+    def location(self) -> str:
+        """Where the images are, as the user finds them (an archive's are in a temp dir at ``path``)."""
+        ...
+
+    @property
     def parent(self) -> ImageSource | None: ...
 
     @property
@@ -64,11 +69,11 @@ class DumpMemory:
     def pages(self, pages_id: int) -> PagesFile:
         if pages_id not in self._pages:
             path = self.path / f"pages-{pages_id}.img"
-            if not path.is_file():
-                raise MissingImageError(f"{self.path}: pages-{pages_id}.img is missing (named by a pagemap)")
             dump = self._dump()
             if dump is None:   # an archive's placeholder would read as zeros: never guess
                 raise ImgtoolError(f"{self.path}: the dump of these pages files is gone")
+            if not path.is_file():
+                raise MissingImageError(f"{dump.location}: pages-{pages_id}.img is missing (named by a pagemap)")
             self._pages[pages_id] = PagesFile(path, dump.backing(path, self.window))   # argv: the window
         return self._pages[pages_id]
 

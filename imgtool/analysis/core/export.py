@@ -71,9 +71,9 @@ def _thread_core(task: Task, tid: int, arch: Arch) -> Message:
     except ImgtoolError as exc:
         raise CoreError(f"thread {tid} of task {task.pid}: {exc}") from None
     if not core.HasField(arch.field):
-        raise CoreError(f"{task.dump.path}/core-{tid}.img: no registers for thread {tid} ({arch.field} missing)")
+        raise CoreError(f"{task.dump.location}/core-{tid}.img: no registers for thread {tid} ({arch.field} missing)")
     if arch.field == "thread_info" and core.thread_info.gpregs.mode == 2:
-        raise CoreError(f"{task.dump.path}/core-{tid}.img: 32-bit (compat) x86 tasks are not supported")
+        raise CoreError(f"{task.dump.location}/core-{tid}.img: 32-bit (compat) x86 tasks are not supported")
     return core
 
 

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from imgtool.cli.commands.inspect import add_dump_option, open_named
 from imgtool.errors import ImgtoolError
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ def _criu_usage(p: argparse.ArgumentParser) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="image directory or checkpoint archive")
+    add_dump_option(p)
     p.add_argument("--root", help="where the dump's files are expected (default /, or criu's --root)")
     p.add_argument("--criu", help="criu binary (default: $IMGTOOL_CRIU, scripts/get-criu.sh's build, PATH)")
 
@@ -93,11 +95,10 @@ def show(findings: list[Finding], ctx: Context) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from imgtool import open as open_dump
     from imgtool.analysis.checks import run_checks
     from imgtool.render.console import emit_json
 
-    with open_dump(args.dir) as dump:
+    with open_named(args.dir, args.dump) as dump:
         ctx = _context(args, dump)
         findings = run_checks(ctx)
         if args.json:
@@ -110,11 +111,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from imgtool import open as open_dump
     from imgtool.analysis.checks import run_checks
     from imgtool.render.console import console
 
-    with open_dump(args.dir) as dump:
+    with open_named(args.dir, args.dump) as dump:
         ctx = _context(args, dump)
         findings = run_checks(ctx)
         if args.auto_options:
